@@ -1,0 +1,66 @@
+# dpn-mxnet: every target sets itself up (a .venv with pinned packages) on a fresh machine with Python 3.11.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(abspath $(VENV))/bin/python
+# mxnet-cu112 where nvidia-smi sees a GPU, the CPU build otherwise; override with `make setup MXNET=mxnet`.
+MXNET  ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo mxnet-cu112 || echo mxnet)
+STAMP  := $(VENV)/.installed-$(MXNET)
+
+.PHONY: setup test demo rec train bench bench-timm
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-cuda11.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements.txt -r requirements.txt $(MXNET)==1.9.1 \
+	    $(if $(findstring cu,$(MXNET)),-r requirements-cuda11.txt) -e .
+	$(if $(findstring cu,$(MXNET)),echo 'import tools.cuda_preload' > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dpn_cuda11.pth)
+	$(PY) -c 'import mxnet, numpy; print("mxnet", mxnet.__version__, "numpy", numpy.__version__)'
+	rm -f $(VENV)/.installed-*; touch $@
+
+# The main job: digits -> .rec -> 2-worker dist_sync training -> scoring -> curves -> ONNX (see tools/demo.py).
+demo: setup
+	$(PY) tools/demo.py
+
+test: setup
+	$(PY) -m pytest -q tests
+
+# ImageNet-style folder -> train/val .lst/.rec/.idx: make rec DATA=/data/imagenet OUT=/data/rec
+#   REC_ARGS="--val-labels /data/imagenet/val.txt --val-resize 320 --num-thread 16"   (see tools/make_rec.py -h)
+rec: setup
+	@test -n "$(DATA)" -a -n "$(OUT)" || { echo "usage: make rec DATA=/path/to/imagenet OUT=/path/to/rec [REC_ARGS=...]"; exit 2; }
+	$(PY) tools/make_rec.py $(DATA) $(OUT) $(REC_ARGS)
+
+# Training: NODES=1 trains on this machine; NODES>1 launches NODES workers + NODES servers over ssh (hostfile HOSTS:
+# `host` or `host:port` per line) with kvstore dist_sync. HOST_IP: the address the scheduler binds (default: auto).
+#   make train MODEL=dpn92 NODES=10 HOSTS=hosts ARGS="--gpus 0,1,2,3 --data-train /data/rec/train.rec ..."
+MODEL ?= dpn92
+NODES ?= 1
+HOSTS ?= hosts
+train: setup
+ifeq ($(NODES),1)
+	$(PY) train/train_imagenet.py --network '$(MODEL)' $(ARGS)
+else
+	$(PY) tools/launch.py -n $(NODES) -H $(HOSTS) --launcher ssh $(if $(HOST_IP),--host-ip $(HOST_IP)) \
+	    python $(abspath train/train_imagenet.py) --network '$(MODEL)' --kv-store dist_sync $(ARGS)
+endif
+
+# Speed on synthetic data (CPU: 2 threads). bench: one MXNet measurement, one JSON line (tools/benchmark.py -h):
+#   make bench BENCH_ARGS="--model dpn68 --mode infer --batch-size 32"
+# bench-timm: the side-by-side table with timm, which runs in its own .venv-timm (about 10 minutes on 2 cores;
+#   SIDE_ARGS="--rounds 3 --repeats 5" for steadier figures, see tools/bench_side_by_side.py -h).
+THREADS    ?= 2
+BENCH_ARGS ?= --model dpn92 --mode train --batch-size 16
+SIDE_ARGS  ?=
+TIMM_VENV  := .venv-timm
+TIMM_STAMP := $(TIMM_VENV)/.installed-timm-1.0.31
+bench: setup
+	OMP_NUM_THREADS=$(THREADS) $(PY) tools/benchmark.py $(BENCH_ARGS)
+
+$(TIMM_STAMP):
+	test -x $(TIMM_VENV)/bin/python || $(PYTHON) -m venv $(TIMM_VENV)
+	$(TIMM_VENV)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1 timm==1.0.31
+	rm -f $(TIMM_VENV)/.installed-*; touch $@
+
+bench-timm: setup $(TIMM_STAMP)
+	$(PY) tools/bench_side_by_side.py --threads $(THREADS) $(SIDE_ARGS)

@@ -1,0 +1,89 @@
+"""Score a DPN checkpoint (ours or the authors' released files) on a validation .rec.
+
+    python test/score.py --prefix models/dpn92 --epoch 0 --data-val val.rec --size 320 --meanmax
+
+The authors' protocol: short side resized to S, centre crop S x S, bicubic, (pixel - mean) x 0.0167; the
+fully-convolutional test graph (symbols.score_symbol) with mean-max pooling of the class-score map.
+"""
+import argparse
+import json
+import sys
+
+import mxnet as mx
+from tqdm import tqdm
+
+import symbols
+from train import checkpoint, data
+from train.evaluation import evaluate
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--prefix", required=True, help="checkpoint prefix, e.g. models/dpn92 for dpn92-0000.params")
+    parser.add_argument("--epoch", type=int, default=0, help="checkpoint epoch")
+    parser.add_argument("--model", help="network (default: from the checkpoint: our -model.json, else by matching "
+                                        "its tensors against %s)" % ", ".join(symbols.VARIANTS))
+    parser.add_argument("--num-classes", type=int, help="classes (default: from the checkpoint)")
+    parser.add_argument("--data-val", required=True, help="validation .rec (its .idx beside it)")
+    parser.add_argument("--size", type=int, default=224, help="test size S (224, 320, ...)")
+    parser.add_argument("--meanmax", action="store_true", help="mean-max pooling of the class-score map")
+    parser.add_argument("--ten-crop", action="store_true",
+                        help="average 10 crops (corners, centre, mirrored) taken from the image resized to --resize")
+    parser.add_argument("--resize", type=int, help="short side before 10-crop (default: S x 256 / 224)")
+    parser.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1; empty = CPU")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    parser.add_argument("--data-nthreads", type=int, default=4, help="decode threads")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table row")
+    args = parser.parse_args(argv)
+    if args.batch_size <= 0 or args.size <= 0:
+        parser.error("--batch-size and --size must be positive")
+    if args.num_classes is not None and args.num_classes <= 0:
+        parser.error("--num-classes must be positive, got %d" % args.num_classes)
+    return args
+
+
+def build(args):
+    """(module bound for inference, spec, validation batches, crops per image)."""
+    ckpt = checkpoint.load(args.prefix, args.epoch)
+    spec = checkpoint.model_spec(ckpt, args.model, args.num_classes)
+    symbol = symbols.score_symbol(spec.network, spec.num_classes, spec.classifier, args.size, args.meanmax,
+                                  spec.train_size)
+    data.check_rec(args.data_val, spec.num_classes)
+    if args.ten_crop:
+        crops = 10
+        batches = data.ten_crop_iter(args.data_val, args.batch_size, args.size, args.resize or args.size * 256 // 224)
+    else:
+        crops = 1
+        batches = data.val_iter(args.data_val, args.batch_size, args.size, threads=args.data_nthreads)
+    ctx = [mx.gpu(int(i)) for i in args.gpus.split(",")] if args.gpus else [mx.cpu()]
+    module = mx.mod.Module(symbol, context=ctx)
+    module.bind(data_shapes=batches.provide_data, label_shapes=batches.provide_label, for_training=False)
+    module.set_params(ckpt.arg_params, ckpt.aux_params, allow_extra=True)
+    return module, spec, batches, crops
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        module, spec, batches, crops = build(args)
+    except (checkpoint.CheckpointError, data.DataError, ValueError) as err:
+        sys.exit("error: %s" % err)
+    with tqdm(total=data.num_records(args.data_val), unit="img", file=sys.stderr, disable=None) as bar:
+        scores = evaluate(module, batches, crops, progress=lambda done: bar.update(done - bar.n))
+    row = {"model": spec.network if spec.network in symbols.VARIANTS else "custom", "size": args.size,
+           "meanmax": args.meanmax, "ten_crop": args.ten_crop, "top1_error": round(scores.top1_error, 3),
+           "top5_error": round(scores.top5_error, 3), "images": scores.count,
+           "images_per_second": round(scores.images_per_second, 2)}
+    if args.json:
+        print(json.dumps(row))
+        return
+    print("| model | size | mean-max | top-1 err (%) | top-5 err (%) | images | img/s |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    print("| %s | %d | %s | %.2f | %.2f | %d | %.1f |" % (row["model"], args.size, "yes" if args.meanmax else "no",
+                                                       scores.top1_error, scores.top5_error, scores.count,
+                                                       scores.images_per_second))
+
+
+if __name__ == "__main__":
+    main()

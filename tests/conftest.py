@@ -1,0 +1,21 @@
+"""Shared fixtures: the reference folder beside the checkout, and real data sets packed with the project's tools."""
+import os
+import pathlib
+
+import pytest
+
+pytest_plugins = ["datasets"]  # session fixtures photo_rec and digits_rec (tests/datasets.py)
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+REFERENCE = REPO.parent / "shared" / "reference"
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """``../shared/reference``; skips without it, except under CI=true where its absence is a failure."""
+    if not (REFERENCE / "official" / "summary.json").is_file():
+        message = "reference data not found at %s (the authors' graphs, see the developers' guide)" % REFERENCE
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return REFERENCE

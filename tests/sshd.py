@@ -1,0 +1,113 @@
+"""A real OpenSSH server on 127.0.0.1 for the launcher tests, with keys made for the test and nothing in ~/.ssh.
+
+Use the ``ssh_server`` fixture (``from sshd import ssh_server``): it starts ``/usr/sbin/sshd`` on a free high port
+with a host key and a client key generated in a temporary folder, and puts an ``ssh`` wrapper first on PATH (in
+``ssh_server.env``) that logs in with that key, non-interactively and without known_hosts. dmlc_tracker's ssh
+launcher, its rsync and the launcher's host check all run a plain ``ssh``, so they go through the wrapper. Without
+OpenSSH (or rsync, which the ssh launcher uses for --sync-dst-dir) the fixture skips, except under CI=true where
+that is a failure (``.ci/run`` installs them).
+"""
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+
+import pytest
+
+SSHD = "/usr/sbin/sshd"
+CONFIG = """\
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {root}/host_key
+AuthorizedKeysFile {root}/authorized_keys
+PidFile {root}/sshd.pid
+StrictModes no
+UsePAM no
+PermitRootLogin yes
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+X11Forwarding no
+PrintMotd no
+MaxStartups 100
+LogLevel ERROR
+"""
+WRAPPER = """\
+#!/bin/sh
+exec {ssh} -F /dev/null -i {root}/client_key -o IdentitiesOnly=yes -o BatchMode=yes \\
+    -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "$@"
+"""
+
+
+@dataclass
+class SSHServer:
+    host: str
+    port: int
+    env: dict  # environment additions for the launcher: PATH with the ssh wrapper first
+
+    @property
+    def address(self):
+        """The hostfile line for this server."""
+        return "%s:%d" % (self.host, self.port)
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def require(*programs):
+    """Skip the test unless every program is installed (under CI=true, fail instead)."""
+    missing = [program for program in programs if not shutil.which(program)]
+    if missing:
+        message = "%s not installed (apt-get install openssh-server openssh-client rsync)" % ", ".join(missing)
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def ssh_server(tmp_path_factory):
+    require(SSHD, "ssh", "ssh-keygen", "rsync")
+    ssh, keygen = shutil.which("ssh"), shutil.which("ssh-keygen")
+    root = tmp_path_factory.mktemp("sshd")
+    for key in ("host_key", "client_key"):
+        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(root / key)], check=True)
+    shutil.copy(root / "client_key.pub", root / "authorized_keys")
+    port = free_port()
+    (root / "sshd_config").write_text(CONFIG.format(port=port, root=root))
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(WRAPPER.format(ssh=ssh, root=root))
+    (bin_dir / "ssh").chmod(0o755)
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
+    with open(root / "sshd.log", "w") as log:
+        daemon = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")],
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_listening(daemon, port, root / "sshd.log")
+        yield SSHServer("127.0.0.1", port, {"PATH": "%s:%s" % (bin_dir, os.environ["PATH"])})
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+
+
+def _wait_until_listening(daemon, port, log, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if daemon.poll() is not None:
+            pytest.fail("sshd exited with %d: %s" % (daemon.returncode, log.read_text().strip()))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail("sshd not listening on 127.0.0.1:%d after %d s: %s" % (port, timeout, log.read_text().strip()))

@@ -1,0 +1,45 @@
+"""tools/benchmark.py prints one JSON line per run; the side-by-side driver reads its cases strictly."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from tools.bench_side_by_side import CaseError, parse_case
+
+TINY = ('{"stem_filters": 16, "stem_kernel": 3, "k_r": 32, "groups": 8, "k_sec": [1, 1, 1, 1], '
+        '"inc_sec": [16, 16, 16, 16], "bw_base": 32}')
+
+
+def benchmark(*args):
+    return subprocess.run([sys.executable, "-m", "tools.benchmark", "--model", TINY, "--batch-size", "2",
+                           "--warmup", "0", "--repeats", "2"] + list(args), cwd=REPO, capture_output=True, text=True,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.parametrize("mode, size, variant", [("train", 64, "fast"), ("infer", 64, "exact"),
+                                                 ("score", 224, "exact")])
+def test_benchmark_prints_one_json_line(mode, size, variant):
+    done = benchmark("--mode", mode, "--size", str(size))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip())
+    assert (result["mode"], result["size"], result["variant"], len(result["step_s"])) == (mode, size, variant, 2)
+    assert result["img_per_s"] > 0 and result["peak_mb"] > 100  # MXNet alone takes more than 100 MB
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "16"], "error: --size: input size 16 is too small"),
+    (["--mode", "score", "--variant", "lean"], "the scoring graph is the authors' graph only"),
+    (["--repeats", "0"], "--repeats must be positive")])
+def test_benchmark_rejects_bad_flags_in_one_line(args, message):
+    done = benchmark(*args)
+    assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_side_by_side_cases():
+    assert parse_case("dpn92:train:16/lean") == ("dpn92", "train", 16, "lean")
+    assert parse_case("dpn68:score:8") == ("dpn68", "score", 8, "")
+    for bad in ("dpn92:fit:16", "dpn92:train", "dpn92:train:x", "dpn92:train:16/mirror", "dpn92:score:16/fast"):
+        with pytest.raises(CaseError):
+            parse_case(bad)

@@ -1,0 +1,231 @@
+"""train/train_imagenet.py on real digit scans: dist_sync through the launcher, gradient aggregation, fault and
+resume, starting from released weights, checkpoints and bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import symbols
+from launch_helpers import LauncherRun, job_processes, job_tag, run_launcher  # noqa: F401 (fixture)
+from sshd import ssh_server  # noqa: F401 (fixture)
+from conftest import REPO
+from train import checkpoint, data
+from train.fit import SUMMARY_TAG
+
+TINY = json.dumps({"stem_filters": 16, "stem_kernel": 3, "k_r": 32, "groups": 8, "k_sec": [1, 1, 1],
+                   "inc_sec": [16, 16, 16], "bw_base": 32})
+# the authors' augmentation adapted to 32 px digits: milder crops, and no mirror (a flipped digit is another glyph)
+DIGITS_AUG = ["--min-area", 0.5, "--no-mirror"]
+# no augmentation at all: square 32x32 records give the whole image, unchanged
+NO_AUG = ["--min-area", 1, "--max-area", 1, "--aspect", 1, 1, "--hsl", 0, 0, 0, "--no-mirror"]
+LAUNCH_2X1 = ["-n", 2, "-s", 1, "--launcher", "local", "--host-ip", "127.0.0.1"]
+
+
+def train_command(digits, prefix, *options):
+    return ["python", "train/train_imagenet.py", "--network", TINY, "--num-classes", 10, "--image-size", 32,
+            "--data-train", digits.train, "--model-prefix", prefix, "--disp-batches", 5, *options]
+
+
+def summaries(text, rank=None):
+    """The epoch-summary dicts in a log or in the launcher's relayed output (optionally of one rank)."""
+    found = []
+    for line in text.splitlines():
+        if SUMMARY_TAG in line and (rank is None or "rank %d " % rank in line):
+            found.append(json.loads(line.split(SUMMARY_TAG, 1)[1]))
+    return found
+
+
+def run_train(command, timeout=300):
+    """Run a ``train_command`` in this process's interpreter, without a launcher."""
+    return subprocess.run([sys.executable, *map(str, command[1:])], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_dist_sync_training_on_digits_keeps_ranks_identical(tmp_path, digits_rec, job_tag):
+    prefix = tmp_path / job_tag / "tiny"
+    run = run_launcher(LAUNCH_2X1 + train_command(digits_rec, prefix, "--data-val", digits_rec.val,
+                                                  "--kv-store", "dist_sync", "--batch-size", 8, "--num-epochs", 6,
+                                                  "--lr", 0.1, "--lr-steps", 5, *DIGITS_AUG), timeout=240)
+    assert run.returncode == 0, run.report("training failed")
+    rank0, rank1 = summaries(run.stdout, 0), summaries(run.stdout, 1)
+    assert [s["epoch"] for s in rank0] == [s["epoch"] for s in rank1] == [1, 2, 3, 4, 5, 6]
+    assert [s["weights_sha1"] for s in rank0] == [s["weights_sha1"] for s in rank1]
+    assert [s["learning_rate"] for s in rank0] == pytest.approx([0.1] * 5 + [0.01])
+    assert rank0[-1]["val_images"] == data.num_records(digits_rec.val)  # every validation image exactly once
+    assert rank0[-1]["val_top1_error"] < 50, "10 classes: chance is 90 % error"
+    assert summaries((tmp_path / job_tag / "tiny-train.log").read_text()) == rank0
+    for epoch in range(1, 7):
+        assert os.path.isfile(checkpoint.params_path(str(prefix), epoch))
+        assert os.path.isfile(checkpoint.states_path(str(prefix), epoch))
+    info = checkpoint.load_model_info(str(prefix))
+    assert info["num_classes"] == 10 and info["image_size"] == 32 and symbols.resolve(info["network"])
+    saved = mx.sym.load(checkpoint.symbol_path(str(prefix)))
+    assert saved.tojson() == symbols.get_symbol(TINY, 10, image_size=32).tojson()  # the exact graph, not the fast one
+
+
+def shard_gradients(digits, symbol, arg_params, aux_params, batch):
+    """Summed loss gradients of each worker's shard (one batch each), computed here on one process."""
+    gradients = []
+    for part in (0, 1):
+        batches = data.train_iter(digits.train, batch, 32, num_parts=2, part_index=part, seed=part, threads=1,
+                                  min_area=1, max_area=1, aspect=(1, 1), hsl=(0, 0, 0), mirror=False)
+        shard = next(iter(batches))
+        executor = symbol.simple_bind(mx.cpu(), data=shard.data[0].shape, softmax_label=shard.label[0].shape)
+        executor.copy_params_from(arg_params, aux_params)
+        executor.forward(is_train=True, data=shard.data[0], softmax_label=shard.label[0])
+        executor.backward()
+        gradients.append({n: executor.grad_dict[n].asnumpy().astype(np.float64) for n in arg_params})
+    return gradients
+
+
+def test_one_dist_sync_step_applies_the_mean_of_both_workers_gradients(tmp_path, digits_rec, job_tag):
+    """2 workers x batch b: the update is -lr x (sum of both shards' gradients) / 2b. With BatchNorm each worker
+    normalises its own b samples, so the reference computes each shard's gradient separately, as a worker does."""
+    symbol = symbols.get_symbol(TINY, 10, image_size=32)
+    records = data.num_records(digits_rec.train)
+    batch = records // 2
+    shape = (batch, 3, 32, 32)
+    module = mx.mod.Module(symbol, context=mx.cpu())
+    module.bind(data_shapes=[("data", shape)], label_shapes=[("softmax_label", (batch,))])
+    mx.random.seed(7)
+    module.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+    arg_params, aux_params = module.get_params()
+    initial = str(tmp_path / "initial")
+    checkpoint.save(initial, 0, symbol, arg_params, aux_params)
+
+    prefix = tmp_path / job_tag / "step"
+    lr = 0.5
+    run = run_launcher(LAUNCH_2X1 + train_command(digits_rec, prefix, "--kv-store", "dist_sync", "--batch-size", batch,
+                                                  "--num-epochs", 1, "--lr", lr, "--lr-steps", "", "--mom", 0,
+                                                  "--wd", 0, "--pretrained", checkpoint.params_path(initial, 0),
+                                                  *NO_AUG), timeout=180)
+    assert run.returncode == 0, run.report("training failed")
+    after = checkpoint.load(str(prefix), 1).arg_params
+    first, second = shard_gradients(digits_rec, symbol, arg_params, aux_params, batch)
+    for name, before in arg_params.items():
+        before = before.asnumpy().astype(np.float64)
+        expected = -lr * (first[name] + second[name]) / (2 * batch)
+        moved = after[name].asnumpy() - before
+        # float32 sums in BatchNorm's backward cancel heavily: reordering one batch moves the stem's gradients by
+        # ~0.2 %; the classifier's are exact to ~1e-6
+        tolerance = 1e-4 if name.startswith("fc6") else 1e-2
+        rounding = 4 * np.spacing(np.float32(np.abs(before).max()))  # of the float32 weights themselves
+        assert np.abs(moved - expected).max() <= tolerance * np.abs(expected).max() + rounding, name
+        if name.startswith("fc6"):  # either worker's gradient alone would be a clearly different update
+            for alone in (first[name], second[name]):
+                assert np.abs(-lr * alone / batch - expected).max() > 0.05 * np.abs(expected).max()
+
+
+def test_killed_worker_stops_the_job_and_training_resumes(tmp_path, digits_rec, job_tag):
+    prefix = tmp_path / job_tag / "tiny"
+    options = ["--data-val", digits_rec.val, "--kv-store", "dist_sync", "--batch-size", 8, "--num-epochs", 4,
+               "--lr", 0.1, "--lr-steps", 2, *DIGITS_AUG]
+    run = LauncherRun(LAUNCH_2X1 + train_command(digits_rec, prefix, *options))
+    run.wait_for(r"saved .*tiny-0001\.params", timeout=180)
+    rank1 = run.worker_pid(1)
+    killed = time.monotonic()
+    os.kill(rank1, signal.SIGKILL)
+    assert run.finish(60) != 0
+    stopped = time.monotonic() - killed
+    assert stopped < 30, run.report("the job took %.1f s to stop" % stopped)
+    assert "worker rank 1" in run.stderr + run.stdout and "failed" in run.stderr + run.stdout
+    assert not job_processes(job_tag), "processes of the killed job are still running"
+    done = checkpoint.available_epochs(str(prefix))
+    assert done and done[-1] < 4
+
+    resumed = run_launcher(LAUNCH_2X1 + train_command(digits_rec, prefix, *options, "--resume", "auto"), timeout=240)
+    assert resumed.returncode == 0, resumed.report("resume failed")
+    assert "resuming from %s" % checkpoint.params_path(str(prefix), done[-1]) in resumed.stdout
+    epochs = summaries(resumed.stdout, 0)
+    assert [s["epoch"] for s in epochs] == list(range(done[-1] + 1, 5))
+    assert all(s["learning_rate"] == pytest.approx(0.1 if s["epoch"] <= 2 else 0.01) for s in epochs)
+    assert checkpoint.available_epochs(str(prefix))[-1] == 4
+
+
+def test_fine_tuning_from_released_weights_with_another_class_count(tmp_path, digits_rec):
+    """Like the authors' 5k -> 1k models: every tensor but the classifier comes from the released file."""
+    released = str(tmp_path / "released")
+    source = symbols.get_symbol(TINY, 4786, image_size=32)
+    arg_shapes, _, aux_shapes = source.infer_shape(data=(1, 3, 32, 32))
+    rng = np.random.RandomState(0)
+    arg_params = {n: mx.nd.array(rng.normal(0, 0.05, s)) for n, s in zip(source.list_arguments(), arg_shapes)
+                  if n not in ("data", "softmax_label")}
+    aux_params = {n: mx.nd.array(rng.uniform(0.5, 1.5, s)) for n, s in zip(source.list_auxiliary_states(), aux_shapes)}
+    checkpoint.save(released, 0, source, arg_params, aux_params)
+    prefix = tmp_path / "tuned"
+    done = run_train(train_command(digits_rec, prefix, "--batch-size", 16, "--num-epochs", 1, "--lr", 1e-4,
+                                   "--pretrained", checkpoint.params_path(released, 0)))
+    assert done.returncode == 0, done.stderr
+    assert "left to the initializer: fc6_bias, fc6_weight" in done.stdout
+    tuned = checkpoint.load(str(prefix), 1).arg_params
+    assert tuned["fc6_weight"].shape == (10, symbols.feature_channels(TINY))
+    stem = "conv1_x_1__conv_weight"
+    assert np.abs(tuned[stem].asnumpy() - arg_params[stem].asnumpy()).max() < 1e-2  # loaded, then nudged
+
+
+def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
+    symbol = symbols.get_symbol(TINY, 10, image_size=32)
+    prefix = str(tmp_path / "m")
+    good = {"fc6_bias": mx.nd.ones(10)}
+    checkpoint.save(prefix, 1, symbol, good, {})
+    before = open(checkpoint.params_path(prefix, 1), "rb").read()
+
+    def crash(path, _):
+        with open(path, "wb") as f:
+            f.write(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mx.nd, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(prefix, 1, symbol, {"fc6_bias": mx.nd.zeros(10)}, {})
+    assert open(checkpoint.params_path(prefix, 1), "rb").read() == before
+    assert sorted(os.listdir(tmp_path)) == ["m-0001.params", "m-symbol.json"]
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(prefix, 2, symbol, good, {})
+    assert checkpoint.available_epochs(prefix) == [1]  # an epoch whose write was cut short does not exist
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--data-train", "missing.rec"], "missing.rec: no such record file"),
+    (["--num-classes", 5], "has label 5, expected an integer in [0, 5)"),
+    (["--network", "dpn93"], "unknown model 'dpn93'"),
+    (["--resume", "3"], "-0003.params not found; no checkpoints exist under prefix"),
+])
+def test_bad_input_gives_one_line_errors(tmp_path, digits_rec, options, message):
+    command = train_command(digits_rec, tmp_path / "bad", "--num-epochs", 1)
+    for flag, value in zip(options[::2], options[1::2]):
+        if flag in command:
+            command[command.index(flag) + 1] = value
+        else:
+            command += [flag, value]
+    done = run_train(command, timeout=120)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert message in last, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_make_train_over_ssh_with_a_hostfile(tmp_path, digits_rec, ssh_server, job_tag):
+    """`make train NODES=2 HOSTS=...`: 2 workers + 2 servers through sshd on 127.0.0.1, as on a real cluster."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("# the test's sshd, twice: one worker and one server each\n%s\n%s\n"
+                     % (ssh_server.address, ssh_server.address))
+    prefix = tmp_path / job_tag / "tiny"
+    options = ["--num-classes", 10, "--image-size", 32, "--data-train", digits_rec.train, "--data-val", digits_rec.val,
+               "--batch-size", 16, "--num-epochs", 2, "--lr", 0.1, "--model-prefix", prefix] + DIGITS_AUG
+    done = subprocess.run(["make", "--no-print-directory", "train", "NODES=2", "HOSTS=%s" % hosts,
+                           "HOST_IP=127.0.0.1", "MODEL=%s" % TINY, "ARGS=%s" % " ".join(map(str, options))],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, **ssh_server.env, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    rank0, rank1 = summaries(done.stdout, 0), summaries(done.stdout, 1)
+    assert [s["epoch"] for s in rank0] == [s["epoch"] for s in rank1] == [1, 2]
+    assert [s["weights_sha1"] for s in rank0] == [s["weights_sha1"] for s in rank1]
+    assert "[worker 1@%s]" % ssh_server.address in done.stdout
+    assert checkpoint.available_epochs(str(prefix)) == [1, 2]

@@ -1,0 +1,223 @@
+"""Launch a distributed MXNet job: MXNet's own launcher, repaired for Python >= 3.9, checked and supervised.
+
+    python tools/launch.py [--host-ip ADDR] [MXNet launch.py options] COMMAND...     (or: python -m tools.launch)
+
+A thin shim over the launcher that ships in the mxnet wheel (``mxnet/tools/launch.py`` and the ``dmlc_tracker``
+package), which does the real work; its options are MXNet's (-n, -s, -H, --launcher local|ssh, --sync-dst-dir).
+On top of them the shim
+* repairs the tracker on Python >= 3.9 (``Thread.isAlive`` was removed), in memory: site-packages stays untouched;
+* takes ``--host-ip ADDR``, the address the scheduler binds and every process connects to (by default dmlc_tracker
+  picks a non-loopback address by itself); under the local launcher servers and workers use it as well, so
+  ``--host-ip 127.0.0.1`` keeps a local job on loopback;
+* runs COMMAND with this environment's absolute Python (a leading ``python``/``python3`` becomes
+  ``sys.executable``: the ssh launcher does not forward PATH), passes every argument literally, and starts it
+  through ``tools/remote_guard.py`` so that it dies with its launcher or its ssh connection;
+* checks every hostfile line (``host`` or ``host:port``; blank lines and ``#`` comments are skipped) with a
+  non-interactive ssh before anything starts;
+* supervises every process of the job (``tools.supervisor``): the first non-zero exit prints one line naming the
+  role, host and kvstore rank, stops every other process, and the launcher exits 1 (0 when all exit 0).
+"""
+import argparse
+import importlib.util
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import tempfile
+import threading
+from multiprocessing.pool import ThreadPool
+
+from dmlc_tracker import local as dmlc_local
+from dmlc_tracker import ssh as dmlc_ssh
+from dmlc_tracker import tracker as dmlc_tracker
+
+from tools import remote_guard
+from tools.ssh_hosts import HostfileError, check_hosts, read_hostfile, write_hostfile
+from tools.supervisor import Supervisor
+
+PROGRAM = "launch.py"
+_ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=")
+_PYTHONS = {"python", "python3", "python%d.%d" % sys.version_info[:2]}
+_PLAIN_WORD = re.compile(r"[\w@%+=:,./-]+\Z", re.ASCII)
+
+
+class LaunchError(Exception):
+    """Input the launcher cannot use; reported as one line."""
+
+
+def build_parser():
+    """The shim's own options; everything else goes to MXNet's launch.py (whose help follows ours)."""
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM, add_help=False, allow_abbrev=False,
+        usage="%(prog)s [--host-ip ADDR] [MXNet launch.py options, below] COMMAND...",
+        description="Launch a distributed MXNet job with MXNet's launcher, repaired and supervised: the first "
+                    "process that exits non-zero stops the whole job. Remote hosts need this environment and "
+                    "the working directory at the same paths (or --sync-dst-dir) and passwordless ssh.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--host-ip", default="auto", metavar="ADDR",
+                        help="address the scheduler binds and every process connects to; 'auto' lets "
+                             "dmlc_tracker pick a non-loopback address; the local launcher makes servers and "
+                             "workers use it too")
+    return parser
+
+
+def job_command(command, launcher):
+    """The words dmlc_tracker joins into the shell command line of every process of the job.
+
+    Leading NAME=VALUE words stay in front; a leading python, python3 or python3.X (this version) becomes this
+    environment's absolute Python; the program runs under remote_guard; every word is quoted so that the shell
+    passes it on literally. Quotes are double quotes because the ssh launcher wraps the whole line in single
+    quotes, which it therefore cannot contain.
+    """
+    split = next((i for i, word in enumerate(command) if not _ASSIGNMENT.match(word)), len(command))
+    assignments, program = command[:split], command[split:]
+    if not program:
+        raise LaunchError("no command to launch")
+    if program[0] in _PYTHONS:
+        program = [sys.executable] + program[1:]
+    if launcher == "ssh" and any("'" in word for word in program):
+        raise LaunchError("the ssh launcher cannot pass arguments that contain a single quote (')")
+    guard = [sys.executable, os.path.abspath(remote_guard.__file__)]
+    return assignments + [_shell_word(word) for word in guard + program]
+
+
+def _shell_word(word):
+    if _PLAIN_WORD.match(word):
+        return word
+    return '"%s"' % re.sub(r'([\\"$`])', r"\\\1", word)
+
+
+def resolve_host_ip(address):
+    """The IP address for ``--host-ip`` after checking that this machine can bind it ('auto' passes through)."""
+    if address == "auto":
+        return address
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(address, None, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((sockaddr[0], 0))
+    except OSError as error:
+        raise LaunchError("--host-ip %s: not an address of this machine (%s)" % (address, error.strerror or error))
+    return sockaddr[0]
+
+
+def _load_mxnet_launcher():
+    """``mxnet/tools/launch.py`` from the installed wheel, loaded by path: importing the mxnet package would load
+    libmxnet into a process that only starts other processes."""
+    spec = importlib.util.find_spec("mxnet")
+    path = spec and os.path.join(spec.submodule_search_locations[0], "tools", "launch.py")
+    if not path or not os.path.isfile(path):
+        raise LaunchError("MXNet's launcher (mxnet/tools/launch.py) is not installed for %s" % sys.executable)
+    module_spec = importlib.util.spec_from_file_location("mxnet_tools_launch", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def _prepare(mxnet_options, dmlc_options, host_ip, scratch):
+    """Check the options MXNet's launcher parsed and adapt the dmlc options before it dispatches the job."""
+    launcher, hostfile = dmlc_options.cluster, dmlc_options.host_file
+    hostfile = None if hostfile in (None, "None") else hostfile
+    if launcher not in ("local", "ssh"):
+        raise LaunchError("--launcher %s: only the local and ssh launchers are supported" % launcher)
+    if launcher == "ssh" and hostfile is None:
+        raise LaunchError("--launcher ssh needs -H HOSTFILE (lines 'host' or 'host:port')")
+    if launcher == "local" and hostfile is not None:
+        raise LaunchError("-H %s: the local launcher runs every process on this machine; "
+                          "use --launcher ssh for a hostfile" % hostfile)
+    if dmlc_options.num_workers < 1 or dmlc_options.num_servers < 1:
+        raise LaunchError("-n and -s must be at least 1 (MXNet's dist kvstore needs a server)")
+    unsupported = [flag for flag, used in (("--env-server", mxnet_options.env_server),
+                                           ("--env-worker", mxnet_options.env_worker),
+                                           ("--env", mxnet_options.env and launcher == "ssh")) if used]
+    if unsupported:
+        raise LaunchError("%s: not passed on by dmlc_tracker's %s launcher" % (unsupported[0], launcher))
+    if launcher == "ssh":
+        hosts = read_hostfile(hostfile)
+        synced = dmlc_options.sync_dst_dir not in (None, "None")
+        check_hosts(hosts, hostfile, workdir=None if synced else os.getcwd())
+        dmlc_options.host_file = os.path.join(scratch, "hosts")
+        write_hostfile(hosts, dmlc_options.host_file)
+    elif host_ip != "auto":
+        os.environ["DMLC_NODE_HOST"] = host_ip
+    dmlc_options.command = job_command(dmlc_options.command, launcher)
+    return dmlc_options
+
+
+def _repair_and_supervise(mxnet_launch, supervisor, host_ip, scratch):
+    """Patch the loaded launcher and dmlc_tracker in memory."""
+    if not hasattr(threading.Thread, "isAlive"):
+        threading.Thread.isAlive = threading.Thread.is_alive  # removed in Python 3.9; tracker.py still calls it
+    for module in (dmlc_local, dmlc_ssh, dmlc_tracker):
+        module.subprocess = supervisor
+    dmlc_ssh.Pool = ThreadPool  # rsync (--sync-dst-dir) in threads, so that its failures reach the supervisor
+    if host_ip != "auto":
+        dmlc_tracker.get_host_ip = lambda _requested=None: host_ip
+    to_dmlc = mxnet_launch.dmlc_opts
+    mxnet_launch.dmlc_opts = lambda options: _prepare(options, to_dmlc(options), host_ip, scratch)
+
+
+def _run(mxnet_launch, launch_argv, supervisor):
+    """Run MXNet's launcher in a thread (the main thread stays free for signals); returns the exit status."""
+    outcome = {}
+
+    def launch():
+        try:
+            mxnet_launch.main()
+            outcome["status"] = 0
+        except SystemExit as end:  # argparse: --help, or a usage error already printed
+            outcome["status"] = end.code
+        except BaseException as error:  # re-raised in the main thread
+            outcome["error"] = error
+
+    sys.argv = [PROGRAM] + launch_argv
+    thread = threading.Thread(target=launch, daemon=True)
+    thread.start()
+    while thread.is_alive() and not supervisor.stopping:
+        thread.join(0.2)
+    if supervisor.stopping:
+        return supervisor.wait_stopped()
+    if "error" in outcome:
+        raise outcome["error"]
+    if outcome["status"]:
+        return outcome["status"] if isinstance(outcome["status"], int) else 1
+    return supervisor.finish()
+
+
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt(signum)
+
+
+def main(argv=None):
+    parser = build_parser()
+    options, launch_argv = parser.parse_known_args(argv)
+    if {"-h", "--help"} & set(launch_argv):
+        parser.print_help()
+        print()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    signal.signal(signal.SIGTERM, _interrupt)
+    supervisor = Supervisor(PROGRAM)
+    with tempfile.TemporaryDirectory(prefix="launch-") as scratch:
+        try:
+            mxnet_launch = _load_mxnet_launcher()
+            host_ip = resolve_host_ip(options.host_ip)
+            _repair_and_supervise(mxnet_launch, supervisor, host_ip, scratch)
+            return _run(mxnet_launch, launch_argv, supervisor)
+        except (LaunchError, HostfileError) as error:
+            print("%s: error: %s" % (PROGRAM, error), file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as interrupt:
+            signum = interrupt.args[0] if interrupt.args else signal.SIGINT
+            supervisor.stop("interrupted by %s" % signal.Signals(signum).name)
+            return 128 + signum
+        finally:
+            supervisor.stop()
+
+
+if __name__ == "__main__":
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Exit now, without joining threads: after a failure the supervisor parks dmlc_tracker's threads for good.
+    os._exit(status)

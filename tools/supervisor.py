@@ -1,0 +1,204 @@
+"""Supervise the processes of a distributed job: relay their output and stop the whole job at the first failure.
+
+``Supervisor`` stands in for the ``subprocess`` module inside ``dmlc_tracker`` (``call`` and ``check_call`` are all
+the tracker uses). Every command the tracker starts (scheduler, servers, workers, local or over ssh) runs in its own
+session with a pipe on stdin, and its output is relayed line by line behind a ``[role rank@host]`` prefix. The first
+non-zero exit prints one line naming the process and its exit status, then the job is stopped: every stdin pipe is
+closed (``tools.remote_guard`` then stops the process, here or at the far end of an ssh connection) and whatever is
+still running after ``STOP_GRACE_S`` is killed with its process group.
+
+The kvstore rank of a worker is assigned by ps-lite, so only the worker knows it: training scripts call
+``announce_rank(kv)`` right after creating the kvstore, and the supervisor reads the marker line it prints.
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+RANK_MARKER = "@launch: kvstore rank"
+STOP_GRACE_S = 10.0       # remote_guard gives its command 3 s after SIGTERM; ssh needs a little more
+FINISH_TIMEOUT_S = 30.0   # how long processes may outlive the scheduler at the normal end of a job
+DRAIN_S = 2.0             # how long to wait for the last output of a process that has exited
+
+_SSH_ROLE = re.compile(r"export DMLC_ROLE=(\w+);")
+_SSH_HOST = re.compile(r"export DMLC_NODE_HOST=(\S+);")
+_SSH_PORT = re.compile(r" -p (\d+) ")
+_MARKER = re.compile(re.escape(RANK_MARKER).encode() + rb" (\d+)")
+
+
+def announce_rank(kv):
+    """Print the line that tells the launcher this worker's kvstore rank (nothing for non-distributed kvstores)."""
+    if kv.type.startswith("dist"):
+        print("%s %d of %d, pid %d" % (RANK_MARKER, kv.rank, kv.num_workers, os.getpid()), flush=True)
+
+
+def describe_exit(returncode):
+    """'exit code 3', 'killed by SIGKILL' (negative codes) or 'exit code 137 (killed by SIGKILL)' (128+N)."""
+    if returncode < 0:
+        return "killed by %s" % _signal_name(-returncode)
+    if returncode > 128 and _signal_name(returncode - 128):
+        return "exit code %d (killed by %s)" % (returncode, _signal_name(returncode - 128))
+    return "exit code %d" % returncode
+
+
+def _signal_name(number):
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return None
+
+
+def identify(command, env):
+    """(role, host) of a command started by dmlc_tracker, read from its environment or from its ssh command line."""
+    if env and "DMLC_ROLE" in env:
+        role = env["DMLC_ROLE"]
+        host = env.get("DMLC_NODE_HOST") or (env.get("DMLC_PS_ROOT_URI") if role == "scheduler" else None)
+        return role, host or "localhost"
+    text = command if isinstance(command, str) else " ".join(command)
+    role, host, port = _SSH_ROLE.search(text), _SSH_HOST.search(text), _SSH_PORT.search(text)
+    if role and host:
+        port = port.group(1) if port else "22"
+        return role.group(1), host.group(1) + ("" if port == "22" else ":" + port)
+    return text.split()[0], "localhost"  # e.g. the rsync of --sync-dst-dir
+
+
+class JobProcess:
+    """One process of the job as the tracker started it; ``rank`` is set once the worker announces it."""
+
+    def __init__(self, popen, role, host):
+        self.popen, self.role, self.host = popen, role, host
+        self.rank = None
+        self.relays = []
+        self.handled = threading.Event()  # set once its exit status has been acted upon
+
+    @property
+    def prefix(self):
+        rank = "" if self.rank is None else " %d" % self.rank
+        return ("[%s%s@%s] " % (self.role, rank, self.host)).encode()
+
+    @property
+    def name(self):
+        if self.rank is not None:
+            return "%s rank %d on %s" % (self.role, self.rank, self.host)
+        unknown = " (kvstore rank not announced yet)" if self.role == "worker" else ""
+        return "%s on %s%s" % (self.role, self.host, unknown)
+
+
+class Supervisor:
+    """Starts, watches and stops the processes of one job; pass it where dmlc_tracker expects ``subprocess``."""
+
+    def __init__(self, program="launch"):
+        self.program = program
+        self.failure = None
+        self._processes = []
+        self._lock = threading.Lock()
+        self._output_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._never = threading.Event()
+
+    @property
+    def stopping(self):
+        return self._stopping.is_set()
+
+    def call(self, args, shell=False, executable=None, env=None, **_ignored):
+        """``subprocess.call`` for the tracker: run, relay, wait. After a failure it never returns (see ``_park``)."""
+        process = self._start(args, shell, executable, env)
+        returncode = process.popen.wait()
+        for relay in process.relays:
+            relay.join(DRAIN_S)
+        if returncode != 0:
+            self.stop("%s failed: %s" % (process.name, describe_exit(returncode)))
+        process.handled.set()
+        if self.stopping:
+            self._park()
+        return returncode
+
+    # A non-zero exit stops the job and never returns, so check_call has nothing left to raise.
+    check_call = call
+
+    def stop(self, reason=None):
+        """Stop the job (once): print ``reason`` as one line, close every stdin, SIGKILL what outlives the grace."""
+        with self._lock:
+            if self.stopping:
+                return
+            self._stopping.set()
+            self.failure = reason
+            processes = list(self._processes)
+        if reason:
+            with self._output_lock:
+                print("%s: %s; stopping the job (%d processes)" % (self.program, reason, len(processes)),
+                      file=sys.stderr, flush=True)
+        for process in processes:
+            try:
+                process.popen.stdin.close()
+            except OSError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in processes:
+            try:
+                process.popen.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for process in processes:
+            if process.popen.poll() is None:
+                try:
+                    os.killpg(process.popen.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.popen.wait()
+        self._stopped.set()
+
+    def finish(self, timeout=FINISH_TIMEOUT_S):
+        """After the tracker has returned: 0 once every process has exited 0, 1 if the job failed or was stopped."""
+        deadline = time.monotonic() + timeout
+        for process in list(self._processes):
+            if not process.handled.wait(max(0.0, deadline - time.monotonic())):
+                self.stop("%s still running %.0f s after the scheduler finished" % (process.name, timeout))
+                break
+        return self.wait_stopped() if self.stopping else 0
+
+    def wait_stopped(self):
+        """Block until ``stop`` has finished; returns 1 (the launcher's exit status for a stopped job)."""
+        self._stopped.wait()
+        return 1
+
+    def _start(self, args, shell, executable, env):
+        with self._lock:
+            stopping = self.stopping
+            if not stopping:
+                popen = subprocess.Popen(args, shell=shell, executable=executable, env=env, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                process = JobProcess(popen, *identify(args, env))
+                self._processes.append(process)
+        if stopping:
+            self._park()
+        for stream, sink in ((popen.stdout, sys.stdout.buffer), (popen.stderr, sys.stderr.buffer)):
+            relay = threading.Thread(target=self._relay, args=(process, stream, sink), daemon=True)
+            relay.start()
+            process.relays.append(relay)
+        return process
+
+    def _relay(self, process, stream, sink):
+        for line in iter(stream.readline, b""):
+            marker = _MARKER.match(line)
+            if marker:
+                process.rank = int(marker.group(1))
+            with self._output_lock:
+                try:
+                    sink.write(process.prefix + line.rstrip(b"\n") + b"\n")
+                    sink.flush()
+                except OSError:  # our own output is gone (a closed pipe): keep draining, or the process blocks
+                    pass
+        stream.close()
+
+    def _park(self):
+        """Hold a tracker thread forever once the job is stopping.
+
+        dmlc_tracker would otherwise retry, raise in its threads or wait for a scheduler that is gone; the launcher
+        exits on its own (see tools/launch.py), and the tracker's threads are daemons.
+        """
+        self._never.wait()

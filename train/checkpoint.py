@@ -1,0 +1,198 @@
+"""Checkpoints: atomic writes, our own and the authors' released files, and one-line errors when they do not fit.
+
+Layout under a prefix P (the MXNet convention, so ``mx.model.load_checkpoint`` reads ours too):
+``P-symbol.json``, ``P-NNNN.params`` (keys ``arg:``/``aux:``), ``P-NNNN.states`` (optimizer) and, for ours,
+``P-model.json`` (network configuration, classes, classifier name, training size). Each file is written to a
+temporary name and renamed, and the .params file comes last, so an epoch whose .params exists is complete.
+"""
+import glob
+import json
+import os
+import re
+from dataclasses import dataclass
+
+import mxnet as mx
+
+import symbols
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not fit the requested model."""
+
+
+def params_path(prefix, epoch):
+    return "%s-%04d.params" % (prefix, epoch)
+
+
+def states_path(prefix, epoch):
+    return "%s-%04d.states" % (prefix, epoch)
+
+
+def symbol_path(prefix):
+    return "%s-symbol.json" % prefix
+
+
+def model_path(prefix):
+    return "%s-model.json" % prefix
+
+
+def atomic_write(path, write):
+    """Call ``write(tmp)`` then rename tmp to ``path``: readers see the old file or the whole new one."""
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_model_info(prefix, info):
+    """Record how the network was built (``symbols.resolve`` input, classes, classifier, image size)."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(info, f, indent=1, sort_keys=True)
+    atomic_write(model_path(prefix), write)
+
+
+def load_model_info(prefix):
+    """Our ``P-model.json``, or None for checkpoints made elsewhere (e.g. the authors' releases)."""
+    try:
+        with open(model_path(prefix)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def save(prefix, epoch, symbol, arg_params, aux_params, save_states=None):
+    """Write symbol, optimizer states (``save_states(path)``, optional) and params, each atomically."""
+    atomic_write(symbol_path(prefix), symbol.save)
+    if save_states is not None:
+        atomic_write(states_path(prefix, epoch), save_states)
+    saved = {"arg:" + k: v.as_in_context(mx.cpu()) for k, v in arg_params.items()}
+    saved.update({"aux:" + k: v.as_in_context(mx.cpu()) for k, v in aux_params.items()})
+    atomic_write(params_path(prefix, epoch), lambda tmp: mx.nd.save(tmp, saved))
+
+
+def available_epochs(prefix):
+    """Epochs with a complete .params file under ``prefix``, ascending."""
+    pattern = re.compile(re.escape(os.path.basename(prefix)) + r"-(\d{4,})\.params$")
+    found = (pattern.match(os.path.basename(p)) for p in glob.glob(glob.escape(prefix) + "-*.params"))
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def load_params(path):
+    """(arg_params, aux_params) from a .params file with ``arg:``/``aux:`` keys (Module) or plain names (Gluon)."""
+    if not os.path.isfile(path):
+        raise CheckpointError("%s: no such parameter file" % path)
+    try:
+        saved = mx.nd.load(path)
+    except mx.base.MXNetError:
+        raise CheckpointError("%s: not a readable MXNet parameter file (truncated or corrupt?)" % path) from None
+    if not isinstance(saved, dict) or not saved:
+        raise CheckpointError("%s: holds no named parameters" % path)
+    arg_params, aux_params = {}, {}
+    for key, value in saved.items():
+        kind, _, name = key.rpartition(":")
+        if not kind:
+            kind = "aux" if name.endswith(("_moving_mean", "_moving_var")) else "arg"
+        (aux_params if kind == "aux" else arg_params)[name] = value
+    return arg_params, aux_params
+
+
+@dataclass
+class Checkpoint:
+    arg_params: dict
+    aux_params: dict
+    info: dict = None          # our P-model.json, None for foreign checkpoints
+    epoch: int = 0
+
+
+def load(prefix, epoch):
+    """Load ``prefix-epoch.params``; a missing epoch names the epochs that do exist."""
+    path = params_path(prefix, epoch)
+    if not os.path.isfile(path):
+        epochs = available_epochs(prefix)
+        found = ("epochs saved under %s: %s" % (prefix, ", ".join(map(str, epochs))) if epochs
+                 else "no checkpoints exist under prefix %s" % prefix)
+        raise CheckpointError("%s not found; %s" % (path, found))
+    arg_params, aux_params = load_params(path)
+    return Checkpoint(arg_params, aux_params, load_model_info(prefix), epoch)
+
+
+def classifier_name(arg_params):
+    """The classifier's layer name, read from the tensors (``fc6``, or ``fc6-1k`` in the 5k->1k releases)."""
+    names = sorted(k[:-len("_weight")] for k, v in arg_params.items()
+                   if k.endswith("_weight") and len(v.shape) == 2 and k[:-len("_weight")] + "_bias" in arg_params)
+    if len(names) != 1:
+        raise CheckpointError("cannot tell the classifier from the checkpoint: expected one fully-connected "
+                              "weight/bias pair, found %s" % (names or "none"))
+    return names[0]
+
+
+def check_fits(symbol, arg_params, aux_params, data_shape, what="the model"):
+    """Raise CheckpointError naming the first tensor that is missing or has the wrong shape for ``symbol``."""
+    arg_shapes, _, aux_shapes = symbol.infer_shape(data=data_shape)
+    wanted = list(zip(symbol.list_arguments(), arg_shapes)) + list(zip(symbol.list_auxiliary_states(), aux_shapes))
+    given = dict(arg_params, **aux_params)
+    for name, shape in wanted:
+        if name == "data" or name.endswith("_label"):
+            continue
+        if name not in given:
+            raise CheckpointError("checkpoint has no tensor %s %s needed by %s" % (name, tuple(shape), what))
+        if tuple(given[name].shape) != tuple(shape):
+            raise CheckpointError("checkpoint tensor %s has shape %s but %s needs %s"
+                                  % (name, tuple(given[name].shape), what, tuple(shape)))
+
+
+def fitting_subset(symbol, arg_params, aux_params, data_shape):
+    """The tensors that fit ``symbol`` by name and shape, and the names left out (e.g. a 5k classifier when
+    fine-tuning on 1k): how training starts from released weights of a different head."""
+    arg_shapes, _, aux_shapes = symbol.infer_shape(data=data_shape)
+    wanted = dict(zip(symbol.list_arguments(), arg_shapes))
+    wanted.update(zip(symbol.list_auxiliary_states(), aux_shapes))
+
+    def fits(name, value):
+        return tuple(wanted.get(name, ())) == tuple(value.shape)
+
+    skipped = sorted(n for n, v in list(arg_params.items()) + list(aux_params.items()) if not fits(n, v))
+    return ({n: v for n, v in arg_params.items() if fits(n, v)},
+            {n: v for n, v in aux_params.items() if fits(n, v)}, skipped)
+
+
+@dataclass
+class ModelSpec:
+    """How to rebuild the network a checkpoint belongs to."""
+    network: str        # a variant name or a JSON DPN configuration (symbols.resolve input)
+    num_classes: int
+    classifier: str
+    train_size: int
+
+
+def model_spec(ckpt, network=None, num_classes=None):
+    """Work out (and verify) the network of a checkpoint: from the arguments, our P-model.json, or by matching
+    the tensors against every variant (the authors' files carry no description). Mismatches raise
+    CheckpointError naming the first tensor that does not fit."""
+    info = ckpt.info or {}
+    classifier = classifier_name(ckpt.arg_params)
+    own_classes = ckpt.arg_params[classifier + "_weight"].shape[0]
+    num_classes = num_classes or info.get("num_classes") or own_classes
+    train_size = info.get("image_size", 224)
+    network = network or info.get("network") or identify_variant(ckpt, classifier, own_classes)
+    what = "%s with %d classes" % (network if network in symbols.VARIANTS else "this DPN", num_classes)
+    check_fits(symbols.get_symbol(network, num_classes, classifier, train_size), ckpt.arg_params, ckpt.aux_params,
+               (1, 3, train_size, train_size), what)
+    return ModelSpec(network, num_classes, classifier, train_size)
+
+
+def identify_variant(ckpt, classifier, num_classes):
+    """The DPN variant whose every tensor name and shape the checkpoint matches."""
+    for candidate in symbols.VARIANTS:
+        try:
+            check_fits(symbols.get_symbol(candidate, num_classes, classifier), ckpt.arg_params, ckpt.aux_params,
+                       (1, 3, 224, 224))
+            return candidate
+        except CheckpointError:
+            continue
+    raise CheckpointError("the checkpoint's tensors match none of %s; name the model"
+                          % ", ".join(symbols.VARIANTS))

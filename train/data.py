@@ -1,0 +1,460 @@
+"""ImageNet input pipeline on RecordIO files: the authors' training augmentation, their validation protocol
+(short side to S, centre S x S crop), a 10-crop option, sharding for distributed training and input checks.
+
+Every iterator yields float32 NCHW batches, RGB, normalised as (pixel - MEAN_RGB) * SCALE.
+"""
+import collections
+import concurrent.futures
+import difflib
+import math
+import os
+import re
+import struct
+import threading
+
+import mxnet as mx
+import numpy as np
+
+MEAN_RGB = (124, 117, 104)
+SCALE = 0.0167
+BICUBIC = 2
+# The authors' augmentation (their README): crop area 8-100 %, aspect 3/4-4/3, HSL jitter, random mirror.
+MIN_AREA, MAX_AREA = 0.08, 1.0
+ASPECT = (3 / 4, 4 / 3)
+HSL = (20, 40, 50)
+AUGMENTATIONS = ("stock", "fork")
+
+_RECORD_MAGIC = 0xCED7230A
+_RECORD_HEAD = struct.Struct("<II")  # magic, (continue flag << 29) | length
+
+
+class DataError(ValueError):
+    """A data file or data option that cannot be used; the message is one line naming the file or option."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Record files
+
+def rec_paths(rec):
+    """(``x.rec``, ``x.idx``) for ``x.rec``, checking that both exist."""
+    rec = os.fspath(rec)
+    idx = os.path.splitext(rec)[0] + ".idx"
+    if not os.path.isfile(rec):
+        raise DataError("%s: no such record file" % rec)
+    if not os.path.isfile(idx):
+        raise DataError("%s: no such index file (im2rec writes it beside %s)" % (idx, os.path.basename(rec)))
+    return rec, idx
+
+
+def _read_offsets(rec):
+    """Record offsets from the .idx (sorted, as MXNet reads them); the last record must lie inside the .rec."""
+    rec, idx = rec_paths(rec)
+    offsets = []
+    with open(idx) as lines:
+        for number, line in enumerate(lines, 1):
+            fields = line.split()
+            if len(fields) != 2 or not all(f.isdigit() for f in fields):
+                raise DataError("%s line %d: expected '<key>\\t<byte offset>', got %r" % (idx, number, line.strip()))
+            offsets.append(int(fields[1]))
+    if not offsets:
+        raise DataError("%s: empty list, the index holds no records" % idx)
+    offsets.sort()
+    size = os.path.getsize(rec)
+    with open(rec, "rb") as stream:
+        _record_head(stream, rec, offsets[-1], size)
+    return offsets, size
+
+
+def _record_head(stream, rec, offset, size):
+    """The first bytes of the record at ``offset`` after checking its RecordIO header and length."""
+    stream.seek(offset)
+    head = stream.read(_RECORD_HEAD.size + mx.recordio._IR_SIZE)
+    magic, length = _RECORD_HEAD.unpack_from(head) if len(head) >= _RECORD_HEAD.size else (None, 0)
+    length &= (1 << 29) - 1
+    if len(head) >= _RECORD_HEAD.size and magic != _RECORD_MAGIC:
+        raise DataError("%s: corrupt: no record starts at byte %d (listed in the .idx)" % (rec, offset))
+    if offset + _RECORD_HEAD.size + max(length, mx.recordio._IR_SIZE) > size:
+        raise DataError("%s: truncated: the record at byte %d ends after the end of the file (%d bytes)"
+                        % (rec, offset, size))
+    return head
+
+
+def num_records(rec):
+    """Number of records in ``rec`` (from its .idx)."""
+    return len(_read_offsets(rec)[0])
+
+
+def _headers(rec, offsets, size):
+    """(offset, IRHeader, first label) of every record, reading only the record heads (no image bytes; about one
+    4 KB page per record, e.g. 5 GB of reads for ImageNet's 1.28 M training records)."""
+    with open(rec, "rb") as stream:
+        os.posix_fadvise(stream.fileno(), 0, 0, os.POSIX_FADV_RANDOM)  # no read-ahead of the image bytes
+        for offset in offsets:
+            head = _record_head(stream, rec, offset, size)
+            flag = struct.unpack_from(mx.recordio._IR_FORMAT, head, _RECORD_HEAD.size)[0]
+            header, _ = mx.recordio.unpack(head[_RECORD_HEAD.size:] + stream.read(4 * flag))
+            yield offset, header, float(header.label if flag == 0 else header.label[0])
+
+
+def keys_in_file_order(rec):
+    """Record keys of ``rec`` in the order of the file (the order ImageRecordIter reads and splits them)."""
+    rec, idx = rec_paths(rec)
+    num_records(rec)  # checks the index
+    reader = mx.recordio.MXIndexedRecordIO(idx, rec, "r")
+    keys = sorted(reader.keys, key=reader.idx.get)
+    reader.close()
+    return keys
+
+
+def read_labels(rec):
+    """Labels of all records in file order (one read of each record head, no decoding)."""
+    offsets, size = _read_offsets(rec)
+    return [label for _, _, label in _headers(rec, offsets, size)]
+
+
+def check_rec(rec, num_classes=None):
+    """Check a .rec/.idx pair: both present, index non-empty and inside the file, every record head intact and,
+    with ``num_classes``, every label an integer in [0, num_classes). Returns the number of records."""
+    offsets, size = _read_offsets(rec)
+    for offset, header, label in _headers(rec, offsets, size):
+        if num_classes is not None and not (label.is_integer() and 0 <= label < num_classes):
+            raise DataError("%s: record id %d (byte %d) has label %g, expected an integer in [0, %d) "
+                            "for %d classes" % (rec, header.id, offset, label, num_classes, num_classes))
+    return len(offsets)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Guarded ImageRecordIter
+
+def _record_iter_params():
+    """Parameter names documented in ImageRecordIter's docstring (the C++ iterator ignores any other name)."""
+    return set(re.findall(r"^(\w+) : ", mx.io.ImageRecordIter.__doc__, flags=re.M))
+
+
+def record_iter(**kwargs):
+    """``mx.io.ImageRecordIter(**kwargs)``, refusing names it does not document (it would silently ignore a typo)
+    and turning its C++ errors into one-line DataErrors."""
+    known = _record_iter_params()
+    for name in kwargs:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise DataError("ImageRecordIter has no parameter %r%s" % (name, " (did you mean %r?)" % close[0]
+                                                                        if close else ""))
+    try:
+        return mx.io.ImageRecordIter(**kwargs)
+    except mx.base.MXNetError as err:
+        lines = [line for line in str(err).splitlines() if line.strip() and not line.startswith(("  ", "Stack"))]
+        raise DataError("ImageRecordIter(%s): %s" % (kwargs.get("path_imgrec"), lines[-1] if lines else err)) from None
+
+
+def record_iter_threads():
+    """The most decode threads ImageRecordIter will use: it caps ``preprocess_threads`` at half the CPUs it may run
+    on (assuming two hyper-threads per core), so on a 2-CPU machine it decodes on one thread."""
+    return max(len(os.sched_getaffinity(0)) // 2, 1)
+
+
+def _normalisation():
+    return dict(mean_r=MEAN_RGB[0], mean_g=MEAN_RGB[1], mean_b=MEAN_RGB[2], scale=SCALE)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training
+
+def shard_sizes(num_records, num_parts):
+    """Records per part as ImageRecordIter splits an indexed .rec (dmlc's IndexedRecordIOSplitter: contiguous
+    parts of ceil(N / parts) records, the last one shorter)."""
+    step = -(-num_records // num_parts)
+    return [max(0, min(step, num_records - part * step)) for part in range(num_parts)]
+
+
+def batches_per_epoch(num_records, num_parts, batch_size):
+    """Batches every worker runs per epoch: its share floor(N / parts) in batches, rounded up (as MXNet's fit.py).
+    All workers must run the same number of batches, or dist_sync waits forever for the one that stopped early."""
+    if num_records < 1 or num_parts < 1 or batch_size < 1:
+        raise DataError("batches_per_epoch needs positive counts, got %d records, %d parts, batch %d"
+                        % (num_records, num_parts, batch_size))
+    return max(1, -(-(num_records // num_parts) // batch_size))
+
+
+def _check_augmentation(image_size, min_area, max_area, aspect, hsl):
+    if image_size < 1:
+        raise DataError("image_size must be positive, got %d" % image_size)
+    if not 0 < min_area <= max_area <= 1:
+        raise DataError("crop area fractions must satisfy 0 < min_area <= max_area <= 1, got %g, %g"
+                        % (min_area, max_area))
+    if len(aspect) != 2 or not 0 < aspect[0] <= aspect[1]:
+        raise DataError("aspect must be (min, max) with 0 < min <= max, got %s" % (aspect,))
+    if len(hsl) != 3 or min(hsl) < 0:
+        raise DataError("hsl must be three non-negative bounds (H, S, L), got %s" % (hsl,))
+
+
+def train_iter(rec, batch_size, image_size, num_parts=1, part_index=0, batches_per_epoch=None, threads=4, seed=0,
+               aug="stock", min_area=MIN_AREA, max_area=MAX_AREA, aspect=ASPECT, hsl=HSL, mirror=True):
+    """Shuffled training batches of part ``part_index`` of ``num_parts`` with the authors' augmentation.
+
+    aug="stock": ``mx.io.ImageRecordIter`` with ``threads`` decode threads (at most ``record_iter_threads()``,
+    MXNet's cap): random resized crop (area
+    a ~ U[min_area, max_area] of the image and aspect w/h ~ U[aspect], inverted with probability 1/2, drawn up to
+    ten times until the crop fits, else an unscaled centre crop), bicubic, random mirror, HSL jitter,
+    normalisation; ``seed`` seeds its shuffle.
+    aug="fork": the crop geometry of the authors' fork (see ``ForkAugmenter``), decoded by OpenCV in ``threads``
+    worker threads (``ThreadedRecordIter``; threads, not processes: forking a process that already runs MXNet and
+    OpenCV threads can hang the children), the same parts; ``seed`` seeds shuffle and augmentation.
+    With ``batches_per_epoch`` the iterator is a ``mx.io.ResizeIter`` of exactly that many batches per epoch.
+    """
+    if aug not in AUGMENTATIONS:
+        raise DataError("aug must be one of %s, got %r" % (", ".join(AUGMENTATIONS), aug))
+    if threads < 1:
+        raise DataError("threads must be at least 1, got %d" % threads)
+    _check_augmentation(image_size, min_area, max_area, aspect, hsl)
+    rec, idx = rec_paths(rec)
+    if not 0 <= part_index < num_parts:
+        raise DataError("part_index %d is outside 0..%d (num_parts %d)" % (part_index, num_parts - 1, num_parts))
+    total = num_records(rec)
+    shard = shard_sizes(total, num_parts)
+    if min(shard) < batch_size:
+        raise DataError("%s: %d records in %d parts give a part of %d records, fewer than the batch of %d"
+                        % (rec, total, num_parts, min(shard), batch_size))
+    if aug == "stock":
+        batches = record_iter(
+            path_imgrec=rec, path_imgidx=idx, data_shape=(3, image_size, image_size), batch_size=batch_size,
+            num_parts=num_parts, part_index=part_index, shuffle=True, seed=seed, preprocess_threads=threads,
+            random_resized_crop=True, min_random_area=min_area, max_random_area=max_area,
+            min_aspect_ratio=aspect[0], max_aspect_ratio=aspect[1], rand_mirror=mirror,
+            random_h=hsl[0], random_s=hsl[1], random_l=hsl[2], inter_method=BICUBIC, verbose=False,
+            **_normalisation())
+    else:
+        shuffle_seed, augment_seed = np.random.SeedSequence(seed).spawn(2)
+        augmenter = ForkAugmenter(image_size, min_area, max_area, aspect, hsl, mirror, augment_seed)
+        keys = keys_in_file_order(rec)[part_index * shard[0]:][:shard[part_index]]
+        batches = ThreadedRecordIter(rec, keys, augmenter, batch_size, image_size, threads, shuffle_seed)
+    return mx.io.ResizeIter(batches, batches_per_epoch) if batches_per_epoch else batches
+
+
+class ForkAugmenter:
+    """The training transform of the authors' MXNet fork (``aug_torch`` + their iterator's mirror and
+    normalisation), from a raw record to (float32 3 x S x S, label); images are decoded by OpenCV as 3-channel BGR.
+
+    1. aspect: r = lo + (hi - lo)(u1 + u2)/2 (triangular); width and height are scaled by 1.1/r and 1.1 r,
+       swapped with probability 1/2, giving W' = ceil(1.1 W / r), H' = ceil(1.1 H r);
+    2. area: a ~ U[min_area, max_area]; s = max((S + 0.4) / H', (S + 0.4) / W') / sqrt(a); the stretched image
+       scaled by s is cropped S x S at a uniform position, so the crop covers a fraction a of the stretched
+       image's short-side square (its aspect in the original image is r^2 or 1/r^2);
+    3. HSL: offsets (u1 + 4 u2)/5 mapped to [-max, max] (truncated to int), see ``hsl_jitter``;
+    4. mirror with probability 1/2; (x - MEAN_RGB) * SCALE.
+    The fork resamples the whole image twice (resize to W' x H', then warpAffine); here the crop window is mapped
+    back to the original image, rounded to whole pixels, and resized once (bicubic): the same geometry to half a
+    source pixel, at a fraction of the cost.
+    """
+
+    def __init__(self, image_size, min_area=MIN_AREA, max_area=MAX_AREA, aspect=ASPECT, hsl=HSL, mirror=True,
+                 seed=None):
+        self.size, self.area, self.aspect, self.hsl, self.mirror = image_size, (min_area, max_area), aspect, hsl, mirror
+        self._rng = np.random.default_rng(seed)  # numpy's generators hold a lock: safe to share between threads
+
+    def window(self, rows, cols):
+        """(left, top, width, height) in the original image of the fork's random S x S crop."""
+        rng, (lo, hi) = self._rng, self.aspect
+        ratio = lo + (hi - lo) * (rng.random() + rng.random()) / 2
+        w_ratio, h_ratio = (ratio, 1 / ratio) if rng.random() > 0.5 else (1 / ratio, ratio)
+        stretched = (cols, rows)
+        if lo != 1 or hi != 1:
+            stretched = (math.ceil(cols * w_ratio * 1.1), math.ceil(rows * h_ratio * 1.1))
+        scale = max((self.size + 0.4) / stretched[1], (self.size + 0.4) / stretched[0])
+        if self.area != (1, 1):
+            scale /= math.sqrt(rng.uniform(*self.area))
+        box = []
+        for length, extent in zip((cols, rows), stretched):
+            start = rng.integers(0, int(scale * extent) - self.size, endpoint=True)
+            # output pixel u of the crop samples the original at ((start + u) / scale + 0.5) * length / extent - 0.5
+            zoom = scale * extent / length
+            size = min(length, max(1, round(self.size / zoom)))
+            box.append((min(length - size, max(0, round((start + (scale - 1) / 2) / zoom))), size))
+        (left, width), (top, height) = box
+        return left, top, width, height
+
+    def __call__(self, record):
+        import cv2
+        header, encoded = mx.recordio.unpack(record)
+        image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DataError("record id %d: the image cannot be decoded" % header.id)
+        left, top, width, height = self.window(*image.shape[:2])
+        rng = self._rng
+        crop = cv2.resize(image[top:top + height, left:left + width], (self.size, self.size),
+                          interpolation=cv2.INTER_CUBIC)
+        if any(self.hsl):
+            crop = hsl_jitter(crop, [int((rng.random() + 4 * rng.random()) / 5 * 2 * m - m) for m in self.hsl])
+        if self.mirror and rng.random() < 0.5:
+            crop = cv2.flip(crop, 1)
+        data = np.empty((3, self.size, self.size), np.float32)
+        for plane, mean, out in zip(cv2.split(crop)[::-1], MEAN_RGB, data):  # RGB planes, (x - mean) in float32
+            cv2.subtract(plane, float(mean), dst=out, dtype=cv2.CV_32F)
+        data *= np.float32(SCALE)
+        label = header.label if header.flag == 0 else header.label[0]
+        return data, np.float32(label)
+
+
+def hsl_jitter(bgr, offsets):
+    """Add offsets (dH, dS, dL) to a BGR uint8 image in OpenCV's HLS space, clamping H to [0, 180] and S, L to
+    [0, 255]: what ImageRecordIter's random_h/s/l and the fork's aug_torch (the same C++) do with their offsets."""
+    import cv2
+    d_h, d_s, d_l = offsets
+    values = np.arange(256)
+    table = np.stack([np.clip(values + d_h, 0, 180), np.clip(values + d_l, 0, 255), np.clip(values + d_s, 0, 255)],
+                     axis=1).astype(np.uint8).reshape(1, 256, 3)
+    return cv2.cvtColor(cv2.LUT(cv2.cvtColor(bgr, cv2.COLOR_BGR2HLS), table), cv2.COLOR_HLS2BGR)
+
+
+class ThreadedRecordIter(mx.io.DataIter):
+    """Batches of ``transform(raw record)`` over ``keys`` of a .rec, shuffled every pass, computed by ``threads``
+    worker threads (OpenCV releases the GIL) one batch ahead. A pass has ceil(len(keys) / batch) batches; the last
+    one is completed from the start of the pass (``pad`` rows, as ImageRecordIter's round_batch)."""
+
+    def __init__(self, rec, keys, transform, batch_size, image_size, threads, seed):
+        super().__init__(batch_size)
+        rec, idx = rec_paths(rec)
+        self._reader, self._lock = mx.recordio.MXIndexedRecordIO(idx, rec, "r"), threading.Lock()
+        self._keys, self._transform, self._rng = list(keys), transform, np.random.default_rng(seed)
+        self._workers = concurrent.futures.ThreadPoolExecutor(threads)
+        self._pending, self._order, self._queued = collections.deque(), [], 0
+        self.provide_data = [mx.io.DataDesc("data", (batch_size, 3, image_size, image_size))]
+        self.provide_label = [mx.io.DataDesc("softmax_label", (batch_size,))]
+        self.reset()
+
+    def _sample(self, key):
+        with self._lock:
+            record = self._reader.read_idx(key)
+        return self._transform(record)
+
+    def _queue_batch(self):
+        start = self._queued * self.batch_size
+        if start >= len(self._order):
+            return
+        keys = [self._order[(start + i) % len(self._order)] for i in range(self.batch_size)]
+        pad = max(0, start + self.batch_size - len(self._order))
+        self._pending.append(([self._workers.submit(self._sample, key) for key in keys], pad))
+        self._queued += 1
+
+    def reset(self):
+        for futures, _ in self._pending:
+            for future in futures:
+                future.cancel()
+        self._pending.clear()
+        self._order, self._queued = self._rng.permutation(self._keys).tolist(), 0
+        self._queue_batch()
+
+    def next(self):
+        if not self._pending:
+            raise StopIteration
+        futures, pad = self._pending.popleft()
+        self._queue_batch()
+        samples = [future.result() for future in futures]
+        data = np.stack([data for data, _ in samples])
+        label = mx.nd.array([label for _, label in samples])
+        return mx.io.DataBatch([mx.nd.from_numpy(data)], [label], pad=pad, provide_data=self.provide_data,
+                               provide_label=self.provide_label)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validation
+
+class OnePassIter(mx.io.DataIter):
+    """Wraps a non-wrapping ImageRecordIter (``round_batch=False``) so that a pass yields each of ``num_records``
+    records exactly once: it stops after ceil(N / batch) batches and sets ``pad`` itself (MXNet reports 0 there)
+    and fills the padding rows with copies of the batch's first rows instead of stale data."""
+
+    def __init__(self, inner, num_records, rec):
+        super().__init__(inner.batch_size)
+        self._inner, self._total, self._rec, self._seen = inner, num_records, rec, 0
+        self.provide_data, self.provide_label = inner.provide_data, inner.provide_label
+
+    def reset(self):
+        self._inner.reset()
+        self._seen = 0
+
+    def next(self):
+        if self._seen >= self._total:
+            raise StopIteration
+        try:
+            batch = self._inner.next()
+        except StopIteration:
+            raise DataError("%s: the iterator ended after %d of the %d records in the index"
+                            % (self._rec, self._seen, self._total)) from None
+        pad = max(0, self._seen + self.batch_size - self._total)
+        self._seen += self.batch_size - pad
+        data, label = batch.data, batch.label
+        if pad:
+            valid = self.batch_size - pad
+            rows = mx.nd.array(np.r_[np.arange(valid), np.arange(pad) % valid], dtype="int32")
+            data = [mx.nd.take(array, rows) for array in data]
+            label = [mx.nd.take(array, rows) for array in label]
+        return mx.io.DataBatch(data, label, pad=pad, provide_data=self.provide_data,
+                               provide_label=self.provide_label)
+
+
+def val_iter(rec, batch_size, image_size, threads=4, resize=None):
+    """The authors' validation protocol: short side resized (bicubic) to ``resize`` (default ``image_size``, i.e.
+    crop fraction 1.0), centre ``image_size`` crop, no augmentation. Every record once per pass, in file order;
+    ``batch.pad`` counts the padding rows of the last batch."""
+    resize = image_size if resize is None else resize
+    if image_size < 1 or resize < image_size:
+        raise DataError("validation needs 1 <= image_size <= resize, got image_size %d, resize %d"
+                        % (image_size, resize))
+    rec, idx = rec_paths(rec)
+    total = num_records(rec)  # checks the index first: ImageRecordIter crashes on an empty one
+    inner = record_iter(path_imgrec=rec, path_imgidx=idx, data_shape=(3, image_size, image_size),
+                        batch_size=batch_size, resize=resize, inter_method=BICUBIC, round_batch=False,
+                        preprocess_threads=threads, verbose=False, **_normalisation())
+    return OnePassIter(inner, total, rec)
+
+
+class TenCropIter(mx.io.DataIter):
+    """10-crop testing: each record's short side is resized (bicubic) to ``resize``; the centre and the four
+    corner ``image_size`` crops, then the same five mirrored (gluoncv's ``ten_crop`` order: centre, top-left,
+    bottom-left, top-right, bottom-right). A batch of ``batch_size`` records has 10 x batch_size images,
+    consecutive groups of 10 per record, each label repeated 10 times; ``pad`` counts padding images (10 per
+    missing record)."""
+
+    def __init__(self, rec, batch_size, image_size, resize):
+        super().__init__(batch_size * 10)
+        if image_size < 1 or resize < image_size:
+            raise DataError("10-crop needs 1 <= image_size <= resize, got image_size %d, resize %d"
+                            % (image_size, resize))
+        rec, idx = rec_paths(rec)
+        self._keys, self._records, self._size, self._resize = keys_in_file_order(rec), batch_size, image_size, resize
+        self._record = mx.recordio.MXIndexedRecordIO(idx, rec, "r")
+        self._next = 0
+        self.provide_data = [mx.io.DataDesc("data", (self.batch_size, 3, image_size, image_size))]
+        self.provide_label = [mx.io.DataDesc("softmax_label", (self.batch_size,))]
+
+    def reset(self):
+        self._next = 0
+
+    def _crops(self, key):
+        from gluoncv.data.transforms.image import ten_crop
+        header, encoded = mx.recordio.unpack(self._record.read_idx(key))
+        image = mx.image.resize_short(mx.image.imdecode(encoded), self._resize, interp=BICUBIC)
+        crops = ten_crop(image, (self._size, self._size)).astype("float32")
+        crops = (crops - mx.nd.array(MEAN_RGB).reshape((1, 1, 1, 3))) * SCALE
+        label = header.label if header.flag == 0 else header.label[0]
+        return crops.transpose((0, 3, 1, 2)), float(label)
+
+    def next(self):
+        if self._next >= len(self._keys):
+            raise StopIteration
+        keys = self._keys[self._next:self._next + self._records]
+        self._next += len(keys)
+        crops, labels = zip(*(self._crops(key) for key in keys))
+        pad = self._records - len(keys)
+        crops += crops[:1] * pad
+        labels += labels[:1] * pad
+        data = mx.nd.concat(*crops, dim=0)
+        label = mx.nd.array(np.repeat(labels, 10))
+        return mx.io.DataBatch([data], [label], pad=10 * pad, provide_data=self.provide_data,
+                               provide_label=self.provide_label)
+
+
+def ten_crop_iter(rec, batch_size, image_size, resize):
+    """10-crop validation batches (see ``TenCropIter``): ``batch_size`` records -> 10 x batch_size images."""
+    return TenCropIter(rec, batch_size, image_size, resize)

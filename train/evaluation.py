@@ -1,0 +1,53 @@
+"""Top-1 / top-5 error of a bound Module over a data iterator, every sample counted exactly once."""
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Scores:
+    top1_error: float   # percent
+    top5_error: float   # percent
+    count: int          # images scored
+    seconds: float
+
+    @property
+    def images_per_second(self):
+        return self.count / self.seconds if self.seconds else float("nan")
+
+
+def topk_hits(probabilities, labels, k=5):
+    """(top-1 hits, top-k hits) of a batch of class scores against integer labels."""
+    k = min(k, probabilities.shape[1])
+    best = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
+    top1 = probabilities.argmax(axis=1)
+    return int((top1 == labels).sum()), int((best == labels[:, None]).any(axis=1).sum())
+
+
+def evaluate(module, batches, crops=1, progress=None):
+    """Score ``module`` (bound for inference) on ``batches`` from the start.
+
+    Each batch's padding (``batch.pad``) is dropped. With ``crops`` > 1 every group of that many consecutive
+    samples is several views of one image: their probabilities are averaged and the group counts once.
+    ``progress(images_done)`` is called after every batch.
+    """
+    batches.reset()
+    hits1 = hits5 = count = 0
+    start = time.time()
+    for batch in batches:
+        module.forward(batch, is_train=False)
+        keep = batch.data[0].shape[0] - batch.pad
+        probabilities = module.get_outputs()[0].asnumpy()[:keep]
+        labels = batch.label[0].asnumpy()[:keep].astype(np.int64)
+        if crops > 1:
+            probabilities = probabilities.reshape(-1, crops, probabilities.shape[1]).mean(axis=1)
+            labels = labels[::crops]
+        top1, top5 = topk_hits(probabilities, labels)
+        hits1, hits5, count = hits1 + top1, hits5 + top5, count + len(labels)
+        if progress:
+            progress(count)
+    seconds = time.time() - start
+    if not count:
+        return Scores(float("nan"), float("nan"), 0, seconds)
+    return Scores(100.0 * (1 - hits1 / count), 100.0 * (1 - hits5 / count), count, seconds)

@@ -1,0 +1,85 @@
+"""The epoch loop: Module forward/backward/update, Speedometer, validation, an ``epoch-summary`` line per epoch."""
+import hashlib
+import json
+import logging
+import time
+
+import mxnet as mx
+
+from .evaluation import evaluate
+
+SUMMARY_TAG = "epoch-summary"
+
+
+def learning_rate_schedule(base_lr, batches_per_epoch, steps, factor, warmup_epochs):
+    """MXNet's MultiFactorScheduler over updates (None when the rate is constant)."""
+    steps = [int(epoch * batches_per_epoch) for epoch in steps]
+    warmup = int(warmup_epochs * batches_per_epoch)
+    if not steps and not warmup:
+        return None
+    # MultiFactorScheduler needs at least one step after the warm-up; one beyond any run keeps the rate flat
+    steps = [s for s in steps if s > warmup] or [2 ** 62]
+    return mx.lr_scheduler.MultiFactorScheduler(step=steps, factor=factor, base_lr=base_lr, warmup_steps=warmup)
+
+
+def median_step_seconds(module, batches, warmup=2):
+    """Median wall time of one training step (forward, backward, update) over ``batches``, after a warm-up."""
+    times = []
+    batches.reset()
+    for batch in batches:
+        start = time.time()
+        module.forward_backward(batch)
+        module.update()
+        mx.nd.waitall()
+        times.append(time.time() - start)
+    steady = sorted(times[warmup:] or times)
+    return steady[len(steady) // 2]
+
+
+def weights_digest(module):
+    """A short SHA-1 of all learned weights: equal on every worker of a healthy dist_sync job."""
+    digest = hashlib.sha1()
+    arg_params, _ = module.get_params()
+    for name in sorted(arg_params):
+        digest.update(arg_params[name].asnumpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def train_metrics(num_classes):
+    return mx.metric.create(["acc", mx.metric.TopKAccuracy(top_k=min(5, num_classes)), "ce"])
+
+
+def fit(module, train_batches, val_batches, begin_epoch, num_epoch, save, log_every=20, lr_of=None,
+        logger=logging):
+    """Train ``module`` (bound, initialised, with its optimizer) from ``begin_epoch`` to ``num_epoch``.
+
+    ``save(epochs_done)`` is called after every epoch (it decides what to write); ``lr_of(epochs_done)`` reports
+    the learning rate for the summary. ``val_batches`` may be None (no validation, e.g. on ranks > 0).
+    """
+    batch_size = train_batches.provide_data[0].shape[0]
+    metric = train_metrics(module.output_shapes[0][1][1])
+    speedometer = mx.callback.Speedometer(batch_size, log_every, auto_reset=False)
+    for epoch in range(begin_epoch, num_epoch):
+        metric.reset()
+        train_batches.reset()
+        start, images = time.time(), 0
+        for nbatch, batch in enumerate(train_batches):
+            module.forward_backward(batch)
+            module.update()
+            module.update_metric(metric, batch.label)
+            images += batch.data[0].shape[0] - batch.pad
+            speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch + 1, eval_metric=metric, locals=None))
+        seconds = time.time() - start
+        summary = {"epoch": epoch + 1, "train_images_per_second": round(images / seconds, 2),
+                   "train_seconds": round(seconds, 1)}
+        summary.update(("train_" + name.replace("top_k_accuracy_", "top").replace("accuracy", "top1"),
+                        round(value, 5)) for name, value in metric.get_name_value())
+        summary["weights_sha1"] = weights_digest(module)
+        if lr_of is not None:
+            summary["learning_rate"] = float("%.6g" % lr_of(epoch + 1))
+        if val_batches is not None:
+            scores = evaluate(module, val_batches)
+            summary.update(val_top1_error=round(scores.top1_error, 3), val_top5_error=round(scores.top5_error, 3),
+                           val_images=scores.count, val_images_per_second=round(scores.images_per_second, 2))
+        logger.info("%s %s", SUMMARY_TAG, json.dumps(summary))
+        save(epoch + 1)

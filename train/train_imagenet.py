@@ -1,0 +1,246 @@
+"""Train a DPN on ImageNet-style RecordIO files with MXNet's Module, on CPU, GPUs or many nodes (kvstore dist_sync).
+
+    python train/train_imagenet.py --network dpn92 --data-train train.rec --data-val val.rec --gpus 0,1,2,3
+    python tools/launch.py -n 10 -H hosts $PWD/.venv/bin/python train/train_imagenet.py --kv-store dist_sync ...
+"""
+import argparse
+import logging
+import os
+import resource
+import sys
+
+import mxnet as mx
+
+import symbols
+from tools.supervisor import announce_rank
+from train import checkpoint, data
+from train.fit import fit, learning_rate_schedule, median_step_seconds
+
+# The paper's rate: 0.316 (sqrt 0.1) for a global batch of 1280, scaled linearly to the actual global batch.
+REFERENCE_LR, REFERENCE_BATCH = 0.316, 1280
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    model = parser.add_argument_group("model")
+    model.add_argument("--network", default="dpn92",
+                       help="one of %s, or a JSON DPN configuration" % ", ".join(symbols.VARIANTS))
+    model.add_argument("--num-classes", type=int, default=1000, help="1000 ImageNet-1k, 4786 ImageNet-5k, 365 Places")
+    model.add_argument("--classifier", help="classifier layer name (default: the authors' name for this model)")
+    model.add_argument("--image-size", type=int, default=224, help="training crop size")
+    model.add_argument("--dtype", default="float32", choices=["float32", "float16"],
+                       help="float16 trains in half precision with multi-precision SGD")
+    model.add_argument("--plain-layout", default="auto", choices=["auto", "on", "off"],
+                       help="identity transposes around grouped convs (fast CPU training); auto = on for CPU")
+
+    io = parser.add_argument_group("data")
+    io.add_argument("--data-train", help="training .rec (its .idx beside it)")
+    io.add_argument("--data-val", help="validation .rec (its .idx beside it); empty = no validation")
+    io.add_argument("--data-nthreads", type=int, default=4, help="decode threads per iterator")
+    io.add_argument("--aug", default="stock", choices=data.AUGMENTATIONS,
+                    help="stock: MXNet's ImageRecordIter augmenters; fork: the crop geometry of the authors' fork "
+                         "(see data_lists/README.md)")
+    io.add_argument("--min-area", type=float, default=0.08, help="smallest random crop, fraction of the area")
+    io.add_argument("--max-area", type=float, default=1.0, help="largest random crop, fraction of the area")
+    io.add_argument("--aspect", type=float, nargs=2, default=(0.75, 4 / 3), metavar=("MIN", "MAX"),
+                    help="random crop aspect ratio range")
+    io.add_argument("--hsl", type=int, nargs=3, default=(20, 40, 50), metavar=("H", "S", "L"),
+                    help="random HSL jitter bounds")
+    io.add_argument("--no-mirror", action="store_true", help="disable random horizontal flips")
+
+    run = parser.add_argument_group("training")
+    run.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1,2,3; empty = CPU")
+    run.add_argument("--kv-store", default=None,
+                     choices=["local", "device", "dist_sync", "dist_device_sync", "dist_async"],
+                     help="kvstore type (default: device with GPUs, local on CPU)")
+    run.add_argument("--batch-size", type=int, help="batch per device (default: the authors' per-GPU batch, %s)"
+                     % ", ".join("%s %d" % kv for kv in symbols.DEFAULT_BATCH.items()))
+    run.add_argument("--num-epochs", type=int, default=100, help="epochs to train")
+    run.add_argument("--lr", type=float, help="base learning rate (default: 0.316 x global batch / 1280)")
+    run.add_argument("--lr-steps", default="30,60,90", help="epochs at which the rate is multiplied by --lr-factor")
+    run.add_argument("--lr-factor", type=float, default=0.1, help="step decay factor")
+    run.add_argument("--warmup-epochs", type=float, default=0, help="linear warm-up epochs")
+    run.add_argument("--mom", type=float, default=0.9, help="SGD momentum")
+    run.add_argument("--wd", type=float, default=1e-4, help="weight decay")
+    run.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed")
+
+    out = parser.add_argument_group("checkpoints and logs")
+    out.add_argument("--model-prefix", help="checkpoint prefix (default: checkpoints/<network>)")
+    out.add_argument("--save-period", type=int, default=1, help="save every N epochs (and after the last)")
+    out.add_argument("--resume", help="'auto' (last complete epoch under --model-prefix) or an epoch number")
+    out.add_argument("--pretrained", help="initial weights: a .params file (ours or the authors'); tensors that "
+                                          "do not fit, e.g. another classifier, are left to the initializer")
+    out.add_argument("--disp-batches", type=int, default=20, help="log speed and metrics every N batches")
+    out.add_argument("--log-file", help="also log to this file (rank 0; default: <model-prefix>-train.log)")
+    out.add_argument("--benchmark", action="store_true", help="synthetic data: print img/s per node and exit")
+    out.add_argument("--benchmark-batches", type=int, default=20, help="batches timed by --benchmark")
+    args = parser.parse_args(argv)
+
+    try:
+        args.config = symbols.resolve(args.network)
+        symbols.check_num_classes(args.num_classes)
+        symbols.check_image_size(args.config, args.image_size)
+    except ValueError as err:
+        parser.error("--network/--num-classes/--image-size: %s" % err)
+    args.name = args.network if args.network in symbols.VARIANTS else "dpn-custom"
+    args.batch_size = args.batch_size or symbols.DEFAULT_BATCH.get(args.network, 32)
+    args.kv_store = args.kv_store or ("device" if args.gpus else "local")
+    args.model_prefix = args.model_prefix or os.path.join("checkpoints", args.name)
+    try:
+        args.lr_steps = [float(s) for s in args.lr_steps.split(",") if s.strip()]
+    except ValueError:
+        parser.error("--lr-steps: expected comma-separated epochs, got %r" % args.lr_steps)
+    if args.batch_size <= 0 or args.num_epochs <= 0 or args.save_period <= 0:
+        parser.error("--batch-size, --num-epochs and --save-period must be positive")
+    if not args.benchmark and not args.data_train:
+        parser.error("--data-train is required (or --benchmark for synthetic data)")
+    return args
+
+
+def contexts(gpus):
+    return [mx.gpu(int(i)) for i in gpus.split(",")] if gpus.strip() else [mx.cpu()]
+
+
+def resume_epoch(args):
+    """The epoch to start from: 0, a given epoch, or the last complete one under the prefix."""
+    if not args.resume:
+        return 0
+    if args.resume == "auto":
+        epochs = checkpoint.available_epochs(args.model_prefix)
+        return epochs[-1] if epochs else 0
+    try:
+        return int(args.resume)
+    except ValueError:
+        sys.exit("--resume: expected 'auto' or an epoch number, got %r" % args.resume)
+
+
+def initial_params(args, symbol, data_shape, begin_epoch, logger):
+    """(arg_params, aux_params) to start from: a resumed epoch, released weights, or None (initializer)."""
+    if begin_epoch:
+        saved = checkpoint.load(args.model_prefix, begin_epoch)
+        checkpoint.check_fits(symbol, saved.arg_params, saved.aux_params, data_shape,
+                              "%s with %d classes" % (args.name, args.num_classes))
+        logger.info("resuming from %s", checkpoint.params_path(args.model_prefix, begin_epoch))
+        return saved.arg_params, saved.aux_params
+    if args.pretrained:
+        arg_params, aux_params, skipped = checkpoint.fitting_subset(
+            symbol, *checkpoint.load_params(args.pretrained), data_shape)
+        logger.info("initial weights from %s: %d tensors, left to the initializer: %s", args.pretrained,
+                    len(arg_params) + len(aux_params), ", ".join(skipped) or "none")
+        return arg_params, aux_params
+    return None, None
+
+
+def setup_logging(args, rank):
+    fmt = "%(asctime)s " + ("rank %d " % rank) + "%(levelname)s %(message)s"
+    logging.basicConfig(level=logging.INFO, format=fmt, stream=sys.stdout)
+    logger = logging.getLogger("train")
+    if rank == 0 and not args.benchmark:
+        path = args.log_file or args.model_prefix + "-train.log"
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter(fmt))
+        logging.getLogger().addHandler(handler)
+    return logger
+
+
+def training_batches(args, kv, ctx, data_shape):
+    """The training iterator (sharded over workers, equal batch count on each) and its batches per epoch."""
+    global_batch = args.batch_size * len(ctx)
+    if args.benchmark:
+        synthetic = mx.io.NDArrayIter(mx.nd.random.uniform(-2, 2, (global_batch,) + data_shape[1:]),
+                                      mx.nd.zeros(global_batch), global_batch, label_name="softmax_label")
+        return mx.io.ResizeIter(synthetic, args.benchmark_batches), args.benchmark_batches
+    per_epoch = data.batches_per_epoch(data.num_records(args.data_train), kv.num_workers, global_batch)
+    batches = data.train_iter(args.data_train, global_batch, args.image_size, num_parts=kv.num_workers,
+                              part_index=kv.rank, batches_per_epoch=per_epoch, threads=args.data_nthreads,
+                              seed=args.seed + kv.rank, aug=args.aug, min_area=args.min_area, max_area=args.max_area,
+                              aspect=tuple(args.aspect), hsl=tuple(args.hsl), mirror=not args.no_mirror)
+    return batches, per_epoch
+
+
+def peak_memory_mib(ctx):
+    if ctx[0].device_type == "gpu":
+        return max((total - free) / 2 ** 20 for free, total in (mx.context.gpu_memory_info(c.device_id) for c in ctx))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    kv = mx.kv.create(args.kv_store)
+    if "dist" in args.kv_store:
+        announce_rank(kv)
+    logger = setup_logging(args, kv.rank)
+    ctx = contexts(args.gpus)
+    mx.random.seed(args.seed)  # every worker initialises identically
+    os.environ.setdefault("MXNET_UPDATE_ON_KVSTORE", "0")  # optimizer on the workers: its states can be saved
+    data_shape = (args.batch_size * len(ctx), 3, args.image_size, args.image_size)
+    plain = args.plain_layout == "on" or (args.plain_layout == "auto" and not args.gpus)
+    symbol = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.image_size, plain, args.dtype)
+    exact = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.image_size)
+
+    try:
+        if args.data_val:
+            data.check_rec(args.data_val, args.num_classes)
+        if args.data_train and kv.rank == 0:  # every record head of the training set: once per job is enough
+            data.check_rec(args.data_train, args.num_classes)
+        train_batches, per_epoch = training_batches(args, kv, ctx, data_shape)
+        val_batches = (data.val_iter(args.data_val, data_shape[0], args.image_size, threads=args.data_nthreads)
+                       if args.data_val and kv.rank == 0 and not args.benchmark else None)
+        begin_epoch = 0 if args.benchmark else resume_epoch(args)
+        arg_params, aux_params = initial_params(args, exact, data_shape, begin_epoch, logger)
+    except (data.DataError, checkpoint.CheckpointError) as err:
+        sys.exit("error: %s" % err)
+
+    global_batch = data_shape[0] * (kv.num_workers if "dist" in args.kv_store else 1)
+    base_lr = args.lr if args.lr is not None else REFERENCE_LR * global_batch / REFERENCE_BATCH
+    schedule = learning_rate_schedule(base_lr, per_epoch, args.lr_steps, args.lr_factor, args.warmup_epochs)
+    logger.info("%s: %d classes, %dx%d, batch %d per device x %d devices x %d workers, lr %.5g, %d batches/epoch",
+                args.name, args.num_classes, args.image_size, args.image_size, args.batch_size, len(ctx),
+                kv.num_workers, base_lr, per_epoch)
+
+    module = mx.mod.Module(symbol, context=ctx, logger=logger)
+    module.bind(data_shapes=train_batches.provide_data, label_shapes=train_batches.provide_label)
+    module.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2),
+                       arg_params=arg_params, aux_params=aux_params, allow_missing=True)
+    optimizer_params = {"learning_rate": base_lr, "momentum": args.mom, "wd": args.wd,
+                        "begin_num_update": begin_epoch * per_epoch, "multi_precision": args.dtype == "float16"}
+    if schedule is not None:
+        optimizer_params["lr_scheduler"] = schedule
+    module.init_optimizer(kvstore=kv if "dist" in args.kv_store or len(ctx) > 1 else None, optimizer="sgd",
+                          optimizer_params=optimizer_params)
+    if begin_epoch and os.path.isfile(checkpoint.states_path(args.model_prefix, begin_epoch)):
+        module.load_optimizer_states(checkpoint.states_path(args.model_prefix, begin_epoch))
+
+    if args.benchmark:
+        report_benchmark(args, ctx, data_shape[0] / median_step_seconds(module, train_batches))
+        return
+
+    def save(epochs_done):
+        if kv.rank == 0 and (epochs_done % args.save_period == 0 or epochs_done == args.num_epochs):
+            arg, aux = module.get_params()
+            checkpoint.save(args.model_prefix, epochs_done, exact, arg, aux, module.save_optimizer_states)
+            logger.info("saved %s", checkpoint.params_path(args.model_prefix, epochs_done))
+
+    if kv.rank == 0:
+        os.makedirs(os.path.dirname(os.path.abspath(args.model_prefix)), exist_ok=True)
+        checkpoint.save_model_info(args.model_prefix, {
+            "network": args.network if args.network in symbols.VARIANTS else args.config.to_json(),
+            "num_classes": args.num_classes,
+            "classifier": args.classifier or symbols.default_classifier(args.config, args.num_classes),
+            "image_size": args.image_size})
+    fit(module, train_batches, val_batches, begin_epoch, args.num_epochs, save, args.disp_batches,
+        lr_of=(lambda epochs: schedule(epochs * per_epoch)) if schedule else (lambda epochs: base_lr), logger=logger)
+
+
+def report_benchmark(args, ctx, images_per_second):
+    """One row in the columns of the authors' speed table (img/s of this node)."""
+    print("| model | batch/device | devices | kvstore | memory (MiB) | img/s |")
+    print("|---|---:|---:|---|---:|---:|")
+    print("| %s | %d | %d %s | %s | %.0f | %.2f |" % (args.name, args.batch_size, len(ctx), ctx[0].device_type,
+                                                   args.kv_store, peak_memory_mib(ctx), images_per_second))
+
+
+if __name__ == "__main__":
+    main()
