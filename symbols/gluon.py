@@ -5,12 +5,12 @@ from mxnet import gluon
 from .dpn import logits
 
 
-def dpn_block(network="dpn92", num_classes=1000, classifier=None, image_size=224, plain_layout=False):
+def dpn_block(network="dpn92", num_classes=1000, classifier=None, image_size=224, cpu_fast=False):
     """A HybridBlock mapping images (N, 3, S, S) to class logits.
 
     It wraps the Symbol graph of ``symbols.logits``, so there is one definition of every DPN; its parameters
     are named exactly as in the authors' and our checkpoints, and ``block.load_parameters('dpn92-0000.params')``
     reads a Module checkpoint (``arg:``/``aux:`` keys) directly.
     """
-    graph = logits(network, num_classes, classifier, image_size, plain_layout)
+    graph = logits(network, num_classes, classifier, image_size, cpu_fast)
     return gluon.SymbolBlock(graph, mx.sym.var("data", dtype="float32"))

@@ -20,8 +20,10 @@ def min_test_size(network, train_size=224):
     return size
 
 
-def score_logits(network="dpn92", num_classes=1000, classifier=None, image_size=320, meanmax=True, train_size=224):
-    """The (mean-max or mean) pooled class-score map of an ``image_size`` input, before softmax."""
+def score_logits(network="dpn92", num_classes=1000, classifier=None, image_size=320, meanmax=True, train_size=224,
+                 cpu_fast=False):
+    """The (mean-max or mean) pooled class-score map of an ``image_size`` input, before softmax. ``cpu_fast``
+    computes the features with the CPU variant of the graph (``symbols.cpu_fast``; same parameters and outputs)."""
     check_num_classes(num_classes)
     window = feature_size(network, train_size)
     if image_size < min_test_size(network, train_size):
@@ -30,8 +32,8 @@ def score_logits(network="dpn92", num_classes=1000, classifier=None, image_size=
                                                                min_test_size(network, train_size)))
     classifier = classifier or default_classifier(resolve(network), num_classes)
     channels = feature_channels(network)
-    pooled = mx.sym.Pooling(data=features(network), kernel=(window, window), stride=(1, 1), pool_type="avg",
-                            name="avg_pool")
+    pooled = mx.sym.Pooling(data=features(network, cpu_fast=cpu_fast), kernel=(window, window), stride=(1, 1),
+                            pool_type="avg", name="avg_pool")
     weight = mx.sym.var(classifier + "_weight", shape=(num_classes, channels))
     bias = mx.sym.var(classifier + "_bias", shape=(num_classes,))
     scores = mx.sym.Convolution(data=pooled, weight=mx.sym.reshape(weight, shape=(num_classes, channels, 1, 1)),
@@ -46,7 +48,8 @@ def score_logits(network="dpn92", num_classes=1000, classifier=None, image_size=
     return out
 
 
-def score_symbol(network="dpn92", num_classes=1000, classifier=None, image_size=320, meanmax=True, train_size=224):
+def score_symbol(network="dpn92", num_classes=1000, classifier=None, image_size=320, meanmax=True, train_size=224,
+                 cpu_fast=False):
     """Softmax over ``score_logits``: the graph test/score.py runs."""
-    return mx.sym.SoftmaxOutput(data=score_logits(network, num_classes, classifier, image_size, meanmax, train_size),
-                                name="softmax")
+    return mx.sym.SoftmaxOutput(data=score_logits(network, num_classes, classifier, image_size, meanmax, train_size,
+                                                  cpu_fast), name="softmax")

@@ -18,10 +18,10 @@ def benchmark(*args):
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
 
 
-@pytest.mark.parametrize("mode, size, variant", [("train", 64, "fast"), ("infer", 64, "exact"),
-                                                 ("score", 224, "exact")])
-def test_benchmark_prints_one_json_line(mode, size, variant):
-    done = benchmark("--mode", mode, "--size", str(size))
+@pytest.mark.parametrize("mode, size, option, variant", [("train", 64, "auto", "fast"), ("infer", 64, "auto", "exact"),
+                                                         ("score", 224, "auto", "exact"), ("score", 224, "fast", "fast")])
+def test_benchmark_prints_one_json_line(mode, size, option, variant):
+    done = benchmark("--mode", mode, "--size", str(size), "--variant", option)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip())
     assert (result["mode"], result["size"], result["variant"], len(result["step_s"])) == (mode, size, variant, 2)
@@ -30,7 +30,7 @@ def test_benchmark_prints_one_json_line(mode, size, variant):
 
 @pytest.mark.parametrize("args, message", [
     (["--size", "16"], "error: --size: input size 16 is too small"),
-    (["--mode", "score", "--variant", "lean"], "the scoring graph is the authors' graph only"),
+    (["--variant", "turbo"], "invalid choice: 'turbo'"),
     (["--repeats", "0"], "--repeats must be positive")])
 def test_benchmark_rejects_bad_flags_in_one_line(args, message):
     done = benchmark(*args)
@@ -40,6 +40,7 @@ def test_benchmark_rejects_bad_flags_in_one_line(args, message):
 def test_side_by_side_cases():
     assert parse_case("dpn92:train:16/lean") == ("dpn92", "train", 16, "lean")
     assert parse_case("dpn68:score:8") == ("dpn68", "score", 8, "")
-    for bad in ("dpn92:fit:16", "dpn92:train", "dpn92:train:x", "dpn92:train:16/mirror", "dpn92:score:16/fast"):
+    assert parse_case("dpn92:score:16/fast") == ("dpn92", "score", 16, "fast")
+    for bad in ("dpn92:fit:16", "dpn92:train", "dpn92:train:x", "dpn92:train:16/mirror"):
         with pytest.raises(CaseError):
             parse_case(bad)

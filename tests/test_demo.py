@@ -31,7 +31,10 @@ def test_reduced_demo_writes_everything_and_learns(tmp_path):
     assert meanmax["size"] == 40 and meanmax["meanmax"]
     assert at_training_size["images"] == meanmax["images"] == data.num_records(digits / "val.rec")
     assert at_training_size["top1_error"] < 60, "10 classes: chance is 90 % error"
-    assert summary["last_epoch"]["val_top1_error"] == at_training_size["top1_error"]
+    # the same checkpoint scored by training (CPU variant of the graph) and by score.py (the authors' graph):
+    # float rounding may flip a near tie, one image at most
+    one_image = 100.0 / at_training_size["images"]
+    assert abs(summary["last_epoch"]["val_top1_error"] - at_training_size["top1_error"]) <= one_image + 1e-3
 
     assert (out / "training-curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     onnx.checker.check_model(onnx.load(str(out / "dpn-digits.onnx")))

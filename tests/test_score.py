@@ -62,8 +62,8 @@ def relabelled(rec, labels, out):
     return out
 
 
-@pytest.mark.parametrize("size, meanmax", [(224, False), (320, True)])
-def test_score_reports_the_errors_of_the_raw_outputs(released, photo_rec, tmp_path, size, meanmax):
+@pytest.mark.parametrize("size, meanmax, options", [(224, False, []), (320, True, []), (320, True, ["--cpu-fast"])])
+def test_score_reports_the_errors_of_the_raw_outputs(released, photo_rec, tmp_path, size, meanmax, options):
     prefix, graph, args, aux = released
     probs = raw_probabilities(graph, args, aux, photo_rec.val, size, meanmax)
     order = np.argsort(-probs, axis=1)
@@ -75,7 +75,7 @@ def test_score_reports_the_errors_of_the_raw_outputs(released, photo_rec, tmp_pa
     assert 0 < top1 and 0 < top5 < 100  # hits and misses of both kinds
 
     done = score("--prefix", prefix, "--epoch", 0, "--data-val", rec, "--size", size, *(["--meanmax"] * meanmax),
-                 "--batch-size", 4, "--json")
+                 "--batch-size", 4, "--json", *options)
     assert done.returncode == 0, done.stderr
     row = json.loads(done.stdout)
     assert row["model"] == "dpn68" and row["images"] == len(probs) == data.num_records(photo_rec.val)

@@ -229,3 +229,14 @@ def test_make_train_over_ssh_with_a_hostfile(tmp_path, digits_rec, ssh_server, j
     assert [s["weights_sha1"] for s in rank0] == [s["weights_sha1"] for s in rank1]
     assert "[worker 1@%s]" % ssh_server.address in done.stdout
     assert checkpoint.available_epochs(str(prefix)) == [1, 2]
+
+
+def test_benchmark_prints_a_speed_table_row(tmp_path):
+    done = run_train(["python", "train/train_imagenet.py", "--network", TINY, "--num-classes", 10, "--image-size", 32,
+                      "--batch-size", 4, "--benchmark", "--benchmark-batches", 3], timeout=120)
+    assert done.returncode == 0, done.stderr
+    header, rule, row = done.stdout.strip().splitlines()[-3:]
+    assert header == "| model | batch/device | devices | kvstore | memory (MiB) | img/s |"
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:4] == ["dpn-custom", "4", "1 cpu", "local"]
+    assert float(cells[4]) > 100 and float(cells[5]) > 0

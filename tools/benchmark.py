@@ -35,8 +35,6 @@ def parse_args(argv=None):
         parser.error("--model/--gpus: %s" % err)
     if args.variant in ("fast", "lean") and not use_cpu_fast(args.contexts):
         parser.error("--variant %s needs CPU contexts and MXNet's oneDNN backend" % args.variant)
-    if args.mode == "score" and args.variant in ("fast", "lean"):
-        parser.error("--mode score: the scoring graph is the authors' graph only (--variant exact or auto)")
     if args.variant == "auto":
         args.variant = "fast" if args.mode == "train" and use_cpu_fast(args.contexts) else "exact"
     return args
@@ -44,7 +42,7 @@ def parse_args(argv=None):
 
 def build_symbol(args):
     if args.mode == "score":
-        return symbols.score_symbol(args.model, image_size=args.size)
+        return symbols.score_symbol(args.model, image_size=args.size, cpu_fast=VARIANTS[args.variant])
     return symbols.get_symbol(args.model, image_size=args.size, cpu_fast=VARIANTS[args.variant])
 
 

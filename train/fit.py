@@ -22,20 +22,6 @@ def learning_rate_schedule(base_lr, batches_per_epoch, steps, factor, warmup_epo
     return mx.lr_scheduler.MultiFactorScheduler(step=steps, factor=factor, base_lr=base_lr, warmup_steps=warmup)
 
 
-def median_step_seconds(module, batches, warmup=2):
-    """Median wall time of one training step (forward, backward, update) over ``batches``, after a warm-up."""
-    times = []
-    batches.reset()
-    for batch in batches:
-        start = time.time()
-        module.forward_backward(batch)
-        module.update()
-        mx.nd.waitall()
-        times.append(time.time() - start)
-    steady = sorted(times[warmup:] or times)
-    return steady[len(steady) // 2]
-
-
 def weights_digest(module):
     """A short SHA-1 of all learned weights: equal on every worker of a healthy dist_sync job."""
     digest = hashlib.sha1()

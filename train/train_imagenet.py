@@ -6,15 +6,17 @@
 import argparse
 import logging
 import os
-import resource
+import statistics
 import sys
 
 import mxnet as mx
 
 import symbols
+from symbols.cpu_fast import BIND_ENVIRONMENT, use_cpu_fast
+from tools import bench_common
 from tools.supervisor import announce_rank
 from train import checkpoint, data
-from train.fit import fit, learning_rate_schedule, median_step_seconds
+from train.fit import fit, learning_rate_schedule
 
 # The paper's rate: 0.316 (sqrt 0.1) for a global batch of 1280, scaled linearly to the actual global batch.
 REFERENCE_LR, REFERENCE_BATCH = 0.316, 1280
@@ -31,8 +33,9 @@ def parse_args(argv=None):
     model.add_argument("--image-size", type=int, default=224, help="training crop size")
     model.add_argument("--dtype", default="float32", choices=["float32", "float16"],
                        help="float16 trains in half precision with multi-precision SGD")
-    model.add_argument("--plain-layout", default="auto", choices=["auto", "on", "off"],
-                       help="identity transposes around grouped convs (fast CPU training); auto = on for CPU")
+    model.add_argument("--cpu-fast", default="auto", choices=["auto", "on", "lean", "off"],
+                       help="train the CPU variant of the graph (symbols/cpu_fast.py: same parameters and function, "
+                            "arranged for oneDNN); lean: its lower-memory form; auto: on for float32 on CPUs")
 
     io = parser.add_argument_group("data")
     io.add_argument("--data-train", help="training .rec (its .idx beside it)")
@@ -74,7 +77,7 @@ def parse_args(argv=None):
     out.add_argument("--disp-batches", type=int, default=20, help="log speed and metrics every N batches")
     out.add_argument("--log-file", help="also log to this file (rank 0; default: <model-prefix>-train.log)")
     out.add_argument("--benchmark", action="store_true", help="synthetic data: print img/s per node and exit")
-    out.add_argument("--benchmark-batches", type=int, default=20, help="batches timed by --benchmark")
+    out.add_argument("--benchmark-batches", type=int, default=10, help="steps timed by --benchmark (median)")
     args = parser.parse_args(argv)
 
     try:
@@ -151,19 +154,21 @@ def training_batches(args, kv, ctx, data_shape):
     if args.benchmark:
         synthetic = mx.io.NDArrayIter(mx.nd.random.uniform(-2, 2, (global_batch,) + data_shape[1:]),
                                       mx.nd.zeros(global_batch), global_batch, label_name="softmax_label")
-        return mx.io.ResizeIter(synthetic, args.benchmark_batches), args.benchmark_batches
+        return synthetic, 1
     per_epoch = data.batches_per_epoch(data.num_records(args.data_train), kv.num_workers, global_batch)
     batches = data.train_iter(args.data_train, global_batch, args.image_size, num_parts=kv.num_workers,
                               part_index=kv.rank, batches_per_epoch=per_epoch, threads=args.data_nthreads,
-                              seed=args.seed + kv.rank, aug=args.aug, min_area=args.min_area, max_area=args.max_area,
-                              aspect=tuple(args.aspect), hsl=tuple(args.hsl), mirror=not args.no_mirror)
+                              seed=args.seed + kv.rank, aug=args.aug, min_area=args.min_area,
+                              max_area=args.max_area, aspect=tuple(args.aspect), hsl=tuple(args.hsl),
+                              mirror=not args.no_mirror)
     return batches, per_epoch
 
 
 def peak_memory_mib(ctx):
+    """GPU memory in use (MXNet's pool keeps its peak), or this process's peak resident memory on CPUs."""
     if ctx[0].device_type == "gpu":
         return max((total - free) / 2 ** 20 for free, total in (mx.context.gpu_memory_info(c.device_id) for c in ctx))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return bench_common.peak_memory_mb()
 
 
 def main(argv=None):
@@ -176,8 +181,12 @@ def main(argv=None):
     mx.random.seed(args.seed)  # every worker initialises identically
     os.environ.setdefault("MXNET_UPDATE_ON_KVSTORE", "0")  # optimizer on the workers: its states can be saved
     data_shape = (args.batch_size * len(ctx), 3, args.image_size, args.image_size)
-    plain = args.plain_layout == "on" or (args.plain_layout == "auto" and not args.gpus)
-    symbol = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.image_size, plain, args.dtype)
+    auto = use_cpu_fast(ctx) and args.dtype == "float32"
+    fast = {"on": True, "lean": "lean", "off": False, "auto": auto}[args.cpu_fast]
+    if fast:
+        for name, value in BIND_ENVIRONMENT.items():  # read when the graph is bound
+            os.environ.setdefault(name, value)
+    symbol = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.image_size, fast, args.dtype)
     exact = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.image_size)
 
     try:
@@ -214,7 +223,7 @@ def main(argv=None):
         module.load_optimizer_states(checkpoint.states_path(args.model_prefix, begin_epoch))
 
     if args.benchmark:
-        report_benchmark(args, ctx, data_shape[0] / median_step_seconds(module, train_batches))
+        benchmark(args, ctx, module, next(iter(train_batches)))
         return
 
     def save(epochs_done):
@@ -234,8 +243,15 @@ def main(argv=None):
         lr_of=(lambda epochs: schedule(epochs * per_epoch)) if schedule else (lambda epochs: base_lr), logger=logger)
 
 
-def report_benchmark(args, ctx, images_per_second):
-    """One row in the columns of the authors' speed table (img/s of this node)."""
+def benchmark(args, ctx, module, batch):
+    """Time training steps on one synthetic batch; print a row in the columns of the authors' speed table."""
+    def step():
+        module.forward_backward(batch)
+        module.update()
+        mx.nd.waitall()
+
+    images_per_second = batch.data[0].shape[0] / statistics.median(
+        bench_common.step_times(step, warmup=2, repeats=args.benchmark_batches))
     print("| model | batch/device | devices | kvstore | memory (MiB) | img/s |")
     print("|---|---:|---:|---|---:|---:|")
     print("| %s | %d | %d %s | %s | %.0f | %.2f |" % (args.name, args.batch_size, len(ctx), ctx[0].device_type,
