@@ -4,7 +4,8 @@ import pathlib
 
 import pytest
 
-pytest_plugins = ["datasets"]  # session fixtures photo_rec and digits_rec (tests/datasets.py)
+# fixtures: photo_rec, digits_rec (datasets.py); job_tag (launch_helpers.py); ssh_server (sshd.py)
+pytest_plugins = ["datasets", "launch_helpers", "sshd"]
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference"

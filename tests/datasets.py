@@ -12,29 +12,17 @@ from dataclasses import dataclass
 
 import pytest
 
+from tools.sample_photos import NAMES, sample_photo
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# Colour photographs shipped inside the scikit-image and scikit-learn wheels.
-PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "motorcycle_right.png",
-          "rocket.jpg", "retina.jpg", "hubble_deep_field.jpg", "ihc.png", "china.jpg", "flower.jpg")
 PHOTO_CLASSES = ("n01440764", "n01443537", "n01484850")  # labels 0, 1, 2 of the ImageNet-1k index
 ODD_FILES = {"grey.JPEG": "greyscale", "cmyk.JPEG": "CMYK", "png_inside.JPEG": "PNG data", "tiny.JPEG": "tiny"}
-
-
-def photo_path(name):
-    """Path of a sample photograph inside the installed scikit-image or scikit-learn package."""
-    import skimage
-    import sklearn
-    for folder in (pathlib.Path(skimage.__file__).parent / "data",
-                   pathlib.Path(sklearn.__file__).parent / "datasets" / "images"):
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(name)
 
 
 def photo(name):
     """A sample photograph as an RGB Pillow image."""
     from PIL import Image
-    with Image.open(photo_path(name)) as image:
+    with Image.open(sample_photo(name)) as image:
         return image.convert("RGB")
 
 
@@ -71,7 +59,7 @@ def photo_rec(tmp_path_factory):
     """ImageNet-style photo folder packed by tools/make_rec.py (classes = the ImageNet-1k index)."""
     data = tmp_path_factory.mktemp("photo_data")
     val_lines = []
-    for number, name in enumerate(PHOTOS):
+    for number, name in enumerate(NAMES):
         image, wnid = photo(name), PHOTO_CLASSES[number % len(PHOTO_CLASSES)]
         (data / "train" / wnid).mkdir(parents=True, exist_ok=True)
         image.save(data / "train" / wnid / ("%s_%d.JPEG" % (wnid, number)), "JPEG", quality=90)

@@ -50,6 +50,7 @@ def main():
     args = parser.parse_args()
 
     import mxnet as mx
+
     from tools.supervisor import announce_rank
 
     kv = mx.kv.create("dist_sync")

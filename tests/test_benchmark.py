@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-from conftest import REPO
 from tools.bench_side_by_side import CaseError, parse_case
+
+from conftest import REPO
 
 TINY = ('{"stem_filters": 16, "stem_kernel": 3, "k_r": 32, "groups": 8, "k_sec": [1, 1, 1, 1], '
         '"inc_sec": [16, 16, 16, 16], "bw_base": 32}')
@@ -18,8 +19,9 @@ def benchmark(*args):
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
 
 
-@pytest.mark.parametrize("mode, size, option, variant", [("train", 64, "auto", "fast"), ("infer", 64, "auto", "exact"),
-                                                         ("score", 224, "auto", "exact"), ("score", 224, "fast", "fast")])
+@pytest.mark.parametrize("mode, size, option, variant", [
+    ("train", 64, "auto", "fast"), ("infer", 64, "auto", "exact"), ("score", 224, "auto", "exact"),
+    ("score", 224, "fast", "fast")])
 def test_benchmark_prints_one_json_line(mode, size, option, variant):
     done = benchmark("--mode", mode, "--size", str(size), "--variant", option)
     assert done.returncode == 0, done.stderr

@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from datasets import photo
 from tools.make_rec import pack_split
 from train import data
+
+from datasets import photo
 
 W, H = 256, 192
 MEAN = np.float32(data.MEAN_RGB).reshape(1, 3, 1, 1)

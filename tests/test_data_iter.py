@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import PHOTOS, photo
 from tools.make_rec import pack_split
+from tools.sample_photos import NAMES
 from train import data
+
+from datasets import photo
 
 NUM_IDS = 23
 MEAN = np.float32(data.MEAN_RGB).reshape(3, 1, 1)
@@ -23,7 +25,7 @@ def ids_rec(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ids_images")
     items = []
     for i in range(NUM_IDS):
-        image = photo(PHOTOS[i % len(PHOTOS)])
+        image = photo(NAMES[i % len(NAMES)])
         size = (64, 48) if i % 2 == 0 else (40 + i, 72)
         name = "%02d.%s" % (i, "png" if i == 0 else "jpg")
         image = image.resize(size, Image.BICUBIC)

@@ -10,10 +10,11 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from conftest import REPO
-from datasets import ODD_FILES, PHOTO_CLASSES, photo, run_tool, write_odd_files
 from tools import make_rec
 from train.data import DataError
+
+from conftest import REPO
+from datasets import PHOTO_CLASSES, photo, run_tool, write_odd_files
 
 CLASS_INDEX = REPO / "data_lists" / "imagenet1k_classes.txt"
 

@@ -5,8 +5,9 @@ import sys
 
 import onnx
 
-from conftest import REPO
 from train import checkpoint, data
+
+from conftest import REPO
 
 
 def test_reduced_demo_writes_everything_and_learns(tmp_path):

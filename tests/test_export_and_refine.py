@@ -7,11 +7,12 @@ import mxnet as mx
 import pytest
 
 import symbols
+from train import checkpoint, data
+from train.evaluation import evaluate
+
 from conftest import REPO
 from test_score_graph import msra_params
 from test_train import DIGITS_AUG, TINY, run_train, train_command
-from train import checkpoint, data
-from train.evaluation import evaluate
 
 
 def tool(*args):

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import kv_worker
-from launch_helpers import REPO, job_processes, job_tag, run_launcher, LauncherRun  # noqa: F401 (fixture)
-from sshd import free_port, require, ssh_server  # noqa: F401 (fixture)
+from launch_helpers import REPO, LauncherRun, job_processes, run_launcher
+from sshd import free_port, require
 
 WORKER = REPO / "tests" / "kv_worker.py"
 JOB = ["-n", "2", "-s", "1", "--host-ip", "127.0.0.1"]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import symbols
+
 from test_symbols import forward, random_params
 
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import symbols
-from launch_helpers import LauncherRun, job_processes, job_tag, run_launcher  # noqa: F401 (fixture)
-from sshd import ssh_server  # noqa: F401 (fixture)
-from conftest import REPO
 from train import checkpoint, data
 from train.fit import SUMMARY_TAG
+
+from conftest import REPO
+from launch_helpers import LauncherRun, job_processes, run_launcher
 
 TINY = json.dumps({"stem_filters": 16, "stem_kernel": 3, "k_r": 32, "groups": 8, "k_sec": [1, 1, 1],
                    "inc_sec": [16, 16, 16], "bw_base": 32})

@@ -17,20 +17,8 @@ import mxnet as mx
 import numpy as np
 
 from tools.make_rec import list_class_folders, pack_split
+from tools.sample_photos import NAMES, sample_photo
 from train import data
-
-PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg", "retina.jpg",
-          "hubble_deep_field.jpg", "ihc.png", "china.jpg", "flower.jpg")
-
-
-def sample_photo(name):
-    import skimage
-    import sklearn
-    for folder in (pathlib.Path(skimage.__file__).parent / "data",
-                   pathlib.Path(sklearn.__file__).parent / "datasets" / "images"):
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(name)
 
 
 def pack_photos(folder, records, short_side):
@@ -39,7 +27,7 @@ def pack_photos(folder, records, short_side):
     images = folder / "images" / "photos"
     images.mkdir(parents=True)
     for number in range(records):
-        with Image.open(sample_photo(PHOTOS[number % len(PHOTOS)])) as photo:
+        with Image.open(sample_photo(NAMES[number % len(NAMES)])) as photo:
             photo = photo.convert("RGB")
             scale = short_side / min(photo.size)
             photo = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.BICUBIC)

@@ -5,8 +5,8 @@
 Each batch runs forward in training mode (every BatchNorm normalising with its batch statistics, as during
 training; no optimizer, so the weights stay as they are) and the per-channel mean and variance of every
 BatchNorm's input are averaged over the batches ("precise BN"); those become the moving statistics. Images
-are read with the validation protocol (short side, centre crop). The result is a new checkpoint with the same weights, by default ``<prefix>-bnrefined`` at the
-same epoch.
+are read with the validation protocol (short side, centre crop). The result is a new checkpoint with the same
+weights, by default ``<prefix>-bnrefined`` at the same epoch.
 """
 import argparse
 import json

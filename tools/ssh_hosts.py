@@ -37,7 +37,7 @@ def read_hostfile(path):
 
 
 def write_hostfile(hosts, path):
-    """Write ``hosts`` as the plain ``host:port`` lines that dmlc_tracker's ssh launcher reads (it knows no comments)."""
+    """Write ``hosts`` as the plain ``host:port`` lines that dmlc_tracker's ssh launcher reads (no comments)."""
     with open(path, "w") as out:
         out.writelines("%s:%s\n" % (host, port) for _, host, port in hosts)
 
