@@ -1,15 +1,7 @@
 """DPN graph builders: the authors' six variants and custom configurations."""
 from .config import DEFAULT_BATCH, VARIANTS, DPNConfig, default_classifier, resolve
-from .dpn import (
-                  check_image_size,
-                  check_num_classes,
-                  feature_channels,
-                  feature_size,
-                  features,
-                  get_symbol,
-                  logits,
-                  min_image_size,
-)
+from .dpn import (check_image_size, check_num_classes, feature_channels, feature_size, features, get_symbol,
+                  logits, min_image_size)
 from .gluon import dpn_block
 from .meanmax import min_test_size, score_logits, score_symbol
 

@@ -131,7 +131,8 @@ def test_named_variant_at_other_sizes_pools_globally():
 @pytest.mark.parametrize("call, message", [
     (lambda: symbols.get_symbol("dpn93"), "unknown model 'dpn93': choose one of dpn68, dpn68b, dpn92"),
     (lambda: symbols.get_symbol("dpn92", num_classes=0), "num_classes must be a positive integer"),
-    (lambda: symbols.get_symbol("dpn92", image_size=16), "input size 16 is too small for this DPN: it needs at least"),
+    (lambda: symbols.get_symbol("dpn92", image_size=16),
+     "input size 16 is too small for this DPN: it needs at least 32"),
     (lambda: symbols.score_symbol("dpn92", image_size=160), "needs an input of at least 193 px"),
     (lambda: symbols.resolve('{"stem_filters": 8}'), "bad custom DPN configuration"),
 ])

@@ -231,7 +231,7 @@ def test_make_train_over_ssh_with_a_hostfile(tmp_path, digits_rec, ssh_server, j
     assert checkpoint.available_epochs(str(prefix)) == [1, 2]
 
 
-def test_benchmark_prints_a_speed_table_row(tmp_path):
+def test_benchmark_prints_a_speed_table_row():
     done = run_train(["python", "train/train_imagenet.py", "--network", TINY, "--num-classes", 10, "--image-size", 32,
                       "--batch-size", 4, "--benchmark", "--benchmark-batches", 3], timeout=120)
     assert done.returncode == 0, done.stderr
