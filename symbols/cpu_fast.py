@@ -36,10 +36,29 @@ BLOCK = 16  # channels per block of oneDNN's AVX-512 layouts
 BIND_ENVIRONMENT = {"NNVM_EXEC_MATCH_RANGE": "2"}
 
 
+# --cpu-fast of the entry points -> get_symbol's cpu_fast ("auto" is decided by select_variant)
+CHOICES = {"auto": None, "on": True, "lean": "lean", "off": False}
+
+
 def use_cpu_fast(contexts):
     """Whether the variant helps on these devices: on CPUs with MXNet's oneDNN backend, not on GPUs."""
     return (all(ctx.device_type == "cpu" for ctx in contexts) and mx.runtime.Features().is_enabled("MKLDNN")
             and os.environ.get("MXNET_MKLDNN_ENABLED", "1") != "0")
+
+
+def select_variant(choice, contexts, dtype="float32"):
+    """``get_symbol``'s ``cpu_fast`` for a ``--cpu-fast`` choice (auto, on, lean or off) on ``contexts``: "auto"
+    takes the variant where it helps (float32 on oneDNN CPUs). Once a variant is taken, BIND_ENVIRONMENT is set
+    (unless already set), since MXNet reads it when the graph is bound."""
+    if choice not in CHOICES:
+        raise ValueError("--cpu-fast: expected one of %s, got %r" % (", ".join(CHOICES), choice))
+    if choice in ("on", "lean") and not use_cpu_fast(contexts):
+        raise ValueError("--cpu-fast %s needs CPU contexts and MXNet's oneDNN backend" % choice)
+    variant = use_cpu_fast(contexts) and dtype == "float32" if choice == "auto" else CHOICES[choice]
+    if variant:
+        for name, value in BIND_ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
+    return variant
 
 
 class Tensor(NamedTuple):

@@ -13,8 +13,8 @@ import mxnet as mx
 from tqdm import tqdm
 
 import symbols
-from symbols.cpu_fast import use_cpu_fast
-from train import checkpoint, data
+from symbols.cpu_fast import CHOICES, select_variant
+from train import checkpoint, data, devices
 from train.evaluation import evaluate
 
 
@@ -33,10 +33,10 @@ def parse_args(argv=None):
                         help="average 10 crops (corners, centre, mirrored) taken from the image resized to --resize")
     parser.add_argument("--resize", type=int, help="short side before 10-crop (default: S x 256 / 224)")
     parser.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1; empty = CPU")
-    parser.add_argument("--cpu-fast", action="store_true",
-                        help="on CPUs, compute the features with the CPU variant of the graph (symbols/cpu_fast.py: "
-                             "same parameters and outputs to float precision, faster with oneDNN); default: the "
-                             "authors' graph")
+    parser.add_argument("--cpu-fast", default="off", choices=list(CHOICES),
+                        help="compute the features with the CPU variant of the graph (symbols/cpu_fast.py: same "
+                             "parameters and outputs to float precision, faster with oneDNN): on, lean, auto (on "
+                             "where it helps) or off, the authors' graph as released")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch")
     parser.add_argument("--data-nthreads", type=int, default=4, help="decode threads")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table row")
@@ -52,11 +52,9 @@ def build(args):
     """(module bound for inference, spec, validation batches, crops per image)."""
     ckpt = checkpoint.load(args.prefix, args.epoch)
     spec = checkpoint.model_spec(ckpt, args.model, args.num_classes)
-    ctx = [mx.gpu(int(i)) for i in args.gpus.split(",")] if args.gpus else [mx.cpu()]
-    if args.cpu_fast and not use_cpu_fast(ctx):
-        raise ValueError("--cpu-fast needs CPU contexts and MXNet's oneDNN backend")
+    ctx = devices.contexts(args.gpus)
     symbol = symbols.score_symbol(spec.network, spec.num_classes, spec.classifier, args.size, args.meanmax,
-                                  spec.train_size, args.cpu_fast)
+                                  spec.train_size, select_variant(args.cpu_fast, ctx))
     data.check_rec(args.data_val, spec.num_classes)
     if args.ten_crop:
         crops = 10

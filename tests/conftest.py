@@ -4,8 +4,9 @@ import pathlib
 
 import pytest
 
-# fixtures: photo_rec, digits_rec (datasets.py); job_tag (launch_helpers.py); ssh_server (sshd.py)
-pytest_plugins = ["datasets", "launch_helpers", "sshd"]
+# fixtures: photo_rec, digits_rec (datasets.py); released (checkpoints.py); job_tag (launch_helpers.py);
+# ssh_server (sshd.py)
+pytest_plugins = ["datasets", "checkpoints", "launch_helpers", "sshd"]
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference"

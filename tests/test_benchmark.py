@@ -20,7 +20,8 @@ def benchmark(*args):
 
 
 @pytest.mark.parametrize("mode, size, option, variant", [
-    ("train", 64, "auto", "fast"), ("infer", 64, "auto", "exact"), ("score", 224, "auto", "exact"),
+    ("train", 64, "auto", "fast"), ("infer", 64, "auto", "fast"), ("infer", 64, "exact", "exact"),
+    ("score", 224, "auto", "exact"),
     ("score", 224, "fast", "fast")])
 def test_benchmark_prints_one_json_line(mode, size, option, variant):
     done = benchmark("--mode", mode, "--size", str(size), "--variant", option)

@@ -98,7 +98,7 @@ def test_val_resize_packs_short_side(photo_rec, tmp_path):
     items = make_rec.list_label_file(photo_rec.data / "val", photo_rec.data / "val.txt",
                                      make_rec.read_class_index(CLASS_INDEX))
     rec = make_rec.pack_split("val", photo_rec.data / "val", items, tmp_path, 1000, threads=2, resize=72)
-    for label, encoded in records(rec).values():
+    for _, encoded in records(rec).values():
         image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
         assert image.ndim == 3 and image.shape[2] == 3 and min(image.shape[:2]) == 72
 

@@ -11,7 +11,7 @@ from train import checkpoint, data
 from train.evaluation import evaluate
 
 from conftest import REPO
-from test_score_graph import msra_params
+from checkpoints import msra_params
 from test_train import DIGITS_AUG, TINY, run_train, train_command
 
 

@@ -26,6 +26,10 @@ def random_params(symbol, seed):
     return args, aux
 
 
+def as_float64(arrays):
+    return {n: a.asnumpy().astype(np.float64) for n, a in arrays.items()}
+
+
 def training_step(symbol, args, aux, images, labels, dtype="float32"):
     """One training forward and backward in ``dtype``: (probabilities, parameter gradients, BN statistics after
     the step), as float64 arrays. In float64 MXNet runs its own kernels instead of oneDNN's."""
@@ -37,8 +41,7 @@ def training_step(symbol, args, aux, images, labels, dtype="float32"):
                            grad_req={n: "write" if n in grads else "null" for n in inputs})
     out = executor.forward(is_train=True)[0].asnumpy()
     executor.backward()
-    as64 = lambda arrays: {n: a.asnumpy().astype(np.float64) for n, a in arrays.items()}
-    return out.astype(np.float64), as64(grads), as64(stats)
+    return out.astype(np.float64), as_float64(grads), as_float64(stats)
 
 
 def relative_error(values, truth, names):

@@ -1,10 +1,10 @@
 """The fully-convolutional mean-max test graph against an independent NumPy computation."""
-import mxnet as mx
 import numpy as np
 import pytest
 
 import symbols
 
+from checkpoints import msra_params
 from test_symbols import forward, random_params
 
 
@@ -23,21 +23,6 @@ def meanmax_reference(feature_map, weight, bias, window=7, meanmax=True):
     if meanmax:
         out = 0.5 * (out + scores.max(axis=1))
     return out
-
-
-def msra_params(symbol, seed=0):
-    """MSRA-initialised weights and fresh BN statistics: activations keep their spatial structure with depth."""
-    mx.random.seed(seed)
-    init = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
-    arg_shapes, _, aux_shapes = symbol.infer_shape(data=(1, 3, 224, 224))
-    args = {}
-    for name, shape in zip(symbol.list_arguments(), arg_shapes):
-        if name != "data" and not name.endswith("_label"):
-            args[name] = mx.nd.zeros(shape)
-            init(mx.init.InitDesc(name), args[name])
-    aux = {n: mx.nd.zeros(s) if n.endswith("_mean") else mx.nd.ones(s)
-           for n, s in zip(symbol.list_auxiliary_states(), aux_shapes)}
-    return args, aux
 
 
 def structured_images(size, count=2, seed=4):

@@ -3,9 +3,9 @@
 Every measurement runs in a fresh process: tools/benchmark.py under this interpreter, tools/bench_timm.py under
 --timm-python (``make bench-timm`` builds .venv-timm). The two frameworks alternate, their order flips every
 round, and each figure is the median over rounds of each run's median step. A case is MODEL:MODE:BATCH, with
-``/exact``, ``/fast`` or ``/lean`` to choose the MXNet graph (tools/benchmark.py --variant; by default the
-CPU training variant for training and the authors' graph otherwise); its timm figure is that of
-MODEL:MODE:BATCH.
+``/exact``, ``/fast`` or ``/lean`` to choose the MXNet graph (tools/benchmark.py --variant; by default the one
+the mode's entry point runs: the CPU variant for train and infer, the authors' graph for score); its timm figure
+is that of MODEL:MODE:BATCH.
 """
 import argparse
 import json
@@ -21,7 +21,7 @@ MODES = ("train", "infer", "score")
 VARIANTS = ("", "exact", "fast", "lean")
 DEFAULT_CASES = (["%s:%s" % (model, case) for model in ("dpn68", "dpn92")
                   for case in ("train:16", "train:32", "infer:16", "score:16")]
-                 + ["dpn92:train:16/lean", "dpn68:infer:16/fast", "dpn92:infer:16/fast", "dpn92:score:16/fast"])
+                 + ["dpn92:train:16/lean", "dpn68:infer:16/exact", "dpn92:infer:16/exact", "dpn92:score:16/fast"])
 
 
 class CaseError(ValueError):
@@ -119,7 +119,9 @@ def machine():
 
 
 def table(args, results):
-    fmt = lambda value, spec: "failed" if value is None else spec % value
+    def fmt(value, spec):
+        return "failed" if value is None else spec % value
+
     lines = ["| model | mode | batch | size | MXNet img/s | timm img/s | ratio | MXNet peak MB | timm peak MB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for case, runs in results.items():

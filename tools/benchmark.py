@@ -1,9 +1,10 @@
 """Synthetic-data speed of a DPN in MXNet: images per second (median step) and peak memory, as one JSON line.
 
-train: Module forward, backward and SGD update (momentum 0.9, wd 1e-4), as the training script runs it: on
-CPUs with the CPU training variant (``symbols.cpu_fast``) and its memory-planner setting. infer: the authors'
-graph in inference mode. score: the fully-convolutional mean-max test graph at 320. The MXNet side of
-``tools/bench_side_by_side.py``; ``tools/bench_timm.py`` is the timm side.
+train: Module forward, backward and SGD update (momentum 0.9, wd 1e-4), as train/train_imagenet.py runs it.
+infer: the 224 forward pass in inference mode, as tools/predict.py runs it. score: the fully-convolutional
+mean-max test graph at 320, as test/score.py runs it. By default each uses the graph its entry point uses: the
+CPU variant (``symbols.cpu_fast``) for train and infer on oneDNN CPUs, the authors' graph for score and on GPUs.
+The MXNet side of ``tools/bench_side_by_side.py``; ``tools/bench_timm.py`` is the timm side.
 """
 import argparse
 import os
@@ -13,10 +14,12 @@ import mxnet as mx
 import numpy as np
 
 import symbols
-from symbols.cpu_fast import BIND_ENVIRONMENT, use_cpu_fast
+from symbols.cpu_fast import select_variant
 from tools import bench_common
+from train import devices
+from train.fit import train_step
 
-VARIANTS = {"exact": False, "fast": True, "lean": "lean"}  # --variant -> get_symbol's cpu_fast
+VARIANTS = {"exact": "off", "fast": "on", "lean": "lean"}  # --variant -> the entry points' --cpu-fast
 
 
 def parse_args(argv=None):
@@ -24,26 +27,25 @@ def parse_args(argv=None):
     bench_common.add_arguments(parser)
     parser.add_argument("--gpus", default="", help="GPU ids such as 0,1; empty runs on the CPU")
     parser.add_argument("--variant", choices=["auto"] + list(VARIANTS), default="auto",
-                        help="graph: exact (the authors'), fast (the CPU training variant, same parameters), lean "
-                             "(that variant with less memory and a little less speed) or auto (fast for training "
-                             "on CPUs, exact otherwise)")
+                        help="graph: exact (the authors'), fast (the CPU variant, same parameters), lean (that "
+                             "variant with less memory and a little less speed) or auto (as the entry point of "
+                             "--mode chooses)")
     args = bench_common.check_arguments(parser, parser.parse_args(argv))
     try:
         symbols.resolve(args.model)
-        args.contexts = [mx.gpu(int(i)) for i in args.gpus.split(",")] if args.gpus.strip() else [mx.cpu()]
+        args.contexts = devices.contexts(args.gpus)
+        choice = "off" if args.variant == "auto" and args.mode == "score" else VARIANTS.get(args.variant, "auto")
+        args.cpu_fast = select_variant(choice, args.contexts)
     except ValueError as err:
-        parser.error("--model/--gpus: %s" % err)
-    if args.variant in ("fast", "lean") and not use_cpu_fast(args.contexts):
-        parser.error("--variant %s needs CPU contexts and MXNet's oneDNN backend" % args.variant)
-    if args.variant == "auto":
-        args.variant = "fast" if args.mode == "train" and use_cpu_fast(args.contexts) else "exact"
+        parser.error(str(err))
+    args.variant = {False: "exact", True: "fast", "lean": "lean"}[args.cpu_fast]
     return args
 
 
 def build_symbol(args):
     if args.mode == "score":
-        return symbols.score_symbol(args.model, image_size=args.size, cpu_fast=VARIANTS[args.variant])
-    return symbols.get_symbol(args.model, image_size=args.size, cpu_fast=VARIANTS[args.variant])
+        return symbols.score_symbol(args.model, image_size=args.size, cpu_fast=args.cpu_fast)
+    return symbols.get_symbol(args.model, image_size=args.size, cpu_fast=args.cpu_fast)
 
 
 def bound_module(args, symbol, batch):
@@ -65,23 +67,15 @@ def make_step(args, module, batch):
     label = mx.nd.array(rng.randint(0, 1000, batch))
     batch_data = mx.io.DataBatch([data], [label])
 
-    def train():
-        module.forward_backward(batch_data)
-        module.update()
-        mx.nd.waitall()
-
     def infer():
         module.forward(batch_data, is_train=False)
         module.get_outputs()[0].wait_to_read()
 
-    return train if args.mode == "train" else infer
+    return (lambda: train_step(module, batch_data, wait=True)) if args.mode == "train" else infer
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.mode == "train" and use_cpu_fast(args.contexts):
-        for name, value in BIND_ENVIRONMENT.items():  # as the training script sets them (read at binding)
-            os.environ.setdefault(name, value)
     batch = args.batch_size * len(args.contexts)
     try:
         symbol = build_symbol(args)
@@ -89,10 +83,7 @@ def main(argv=None):
         sys.exit("error: --size: %s" % err)
     module = bound_module(args, symbol, batch)
     times = bench_common.step_times(make_step(args, module, batch), args.warmup, args.repeats)
-    extra = {}
-    if args.gpus:  # MXNet's pool keeps what it allocated, so the memory in use now is the peak
-        extra["gpu_mb"] = round(max(total - free for free, total in
-                                    (mx.context.gpu_memory_info(c.device_id) for c in args.contexts)) / 2 ** 20, 1)
+    extra = {"gpu_mb": round(devices.peak_memory_mb(args.contexts), 1)} if args.gpus else {}
     bench_common.report("mxnet", args, batch, times, devices=len(args.contexts), variant=args.variant,
                         threads=os.environ.get("OMP_NUM_THREADS"), versions="mxnet %s" % mx.__version__, **extra)
 

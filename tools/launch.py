@@ -98,7 +98,8 @@ def resolve_host_ip(address):
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.bind((sockaddr[0], 0))
     except OSError as error:
-        raise LaunchError("--host-ip %s: not an address of this machine (%s)" % (address, error.strerror or error))
+        raise LaunchError("--host-ip %s: not an address of this machine (%s)"
+                          % (address, error.strerror or error)) from None
     return sockaddr[0]
 
 

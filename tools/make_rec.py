@@ -37,18 +37,25 @@ JPEG_QUALITY = 95
 # ---------------------------------------------------------------------------------------------------------------
 # Class index and split listings
 
-def read_class_index(path):
-    """Class ids of a class index file (line i = label i: ``<id>[\\t<name>...]``)."""
+def read_class_table(path):
+    """(id, name) of each class in a class index file (line i = label i: ``<id>[\\t<name>...]``; the name is the
+    id where the line has none)."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise DataError("%s: no such class index file" % path)
-    ids = [line.split("\t")[0].strip() for line in path.read_text().splitlines() if line.strip()]
-    if not ids:
+    rows = [[field.strip() for field in line.split("\t")] for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
         raise DataError("%s: empty class index" % path)
+    ids = [row[0] for row in rows]
     duplicates = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
     if duplicates:
         raise DataError("%s: class ids listed twice: %s" % (path, ", ".join(duplicates[:5])))
-    return ids
+    return [(row[0], row[1] if len(row) > 1 and row[1] else row[0]) for row in rows]
+
+
+def read_class_index(path):
+    """Class ids of a class index file, in label order."""
+    return [class_id for class_id, _ in read_class_table(path)]
 
 
 def class_folders(folder):
@@ -232,7 +239,7 @@ def pack_split(name, root, items, out, num_classes, threads=4, resize=0, shuffle
     if report:
         report_path.write_text("".join("%s\t%s\t%s\n" % row for row in report))
     converted = [row for row in report if row[2].startswith("converted")]
-    for file, reason, action in converted:
+    for file, reason, _ in converted:
         print("%s: %s: %s" % (name, file, reason))
     print("%s: %d images -> %s (%d converted, %d noted; see %s)" % (name, packed, rec, len(converted),
                                                                    len(report) - len(converted), report_path.name))

@@ -19,7 +19,7 @@ def read_hostfile(path):
         with open(path) as lines:
             text = lines.read()
     except OSError as error:
-        raise HostfileError("hostfile %s: %s" % (path, error.strerror))
+        raise HostfileError("hostfile %s: %s" % (path, error.strerror)) from None
     hosts = []
     for number, line in enumerate(text.splitlines(), 1):
         entry = line.split("#", 1)[0].strip()

@@ -458,3 +458,21 @@ class TenCropIter(mx.io.DataIter):
 def ten_crop_iter(rec, batch_size, image_size, resize):
     """10-crop validation batches (see ``TenCropIter``): ``batch_size`` records -> 10 x batch_size images."""
     return TenCropIter(rec, batch_size, image_size, resize)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Single image files (tools/predict.py)
+
+def load_image(path, image_size, resize=None):
+    """An image file as a (1, 3, S, S) batch under the validation protocol: short side resized (bicubic) to
+    ``resize`` (default ``image_size``), centre ``image_size`` crop, RGB, (pixel - MEAN_RGB) * SCALE."""
+    if not os.path.isfile(path):
+        raise DataError("%s: no such image file" % path)
+    try:
+        image = mx.image.imread(path)  # RGB, HWC, uint8
+    except mx.base.MXNetError:
+        raise DataError("%s: not an image MXNet can decode (JPEG, PNG, BMP, ...)" % path) from None
+    image = mx.image.resize_short(image, resize or image_size, interp=BICUBIC)
+    image, _ = mx.image.center_crop(image, (image_size, image_size))
+    normalised = (image.astype("float32") - mx.nd.array(MEAN_RGB)) * SCALE
+    return normalised.transpose((2, 0, 1)).expand_dims(0)

@@ -35,6 +35,14 @@ def train_metrics(num_classes):
     return mx.metric.create(["acc", mx.metric.TopKAccuracy(top_k=min(5, num_classes)), "ce"])
 
 
+def train_step(module, batch, wait=False):
+    """One SGD step on ``batch``: forward, backward, update; with ``wait``, returns once MXNet's engine is done."""
+    module.forward_backward(batch)
+    module.update()
+    if wait:
+        mx.nd.waitall()
+
+
 def fit(module, train_batches, val_batches, begin_epoch, num_epoch, save, log_every=20, lr_of=None,
         logger=logging):
     """Train ``module`` (bound, initialised, with its optimizer) from ``begin_epoch`` to ``num_epoch``.
@@ -50,8 +58,7 @@ def fit(module, train_batches, val_batches, begin_epoch, num_epoch, save, log_ev
         train_batches.reset()
         start, images = time.time(), 0
         for nbatch, batch in enumerate(train_batches):
-            module.forward_backward(batch)
-            module.update()
+            train_step(module, batch)
             module.update_metric(metric, batch.label)
             images += batch.data[0].shape[0] - batch.pad
             speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch + 1, eval_metric=metric, locals=None))

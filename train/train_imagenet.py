@@ -12,11 +12,11 @@ import sys
 import mxnet as mx
 
 import symbols
-from symbols.cpu_fast import BIND_ENVIRONMENT, use_cpu_fast
+from symbols.cpu_fast import CHOICES, select_variant
 from tools import bench_common
 from tools.supervisor import announce_rank
-from train import checkpoint, data
-from train.fit import fit, learning_rate_schedule
+from train import checkpoint, data, devices
+from train.fit import fit, learning_rate_schedule, train_step
 
 # The paper's rate: 0.316 (sqrt 0.1) for a global batch of 1280, scaled linearly to the actual global batch.
 REFERENCE_LR, REFERENCE_BATCH = 0.316, 1280
@@ -33,7 +33,7 @@ def parse_args(argv=None):
     model.add_argument("--image-size", type=int, default=224, help="training crop size")
     model.add_argument("--dtype", default="float32", choices=["float32", "float16"],
                        help="float16 trains in half precision with multi-precision SGD")
-    model.add_argument("--cpu-fast", default="auto", choices=["auto", "on", "lean", "off"],
+    model.add_argument("--cpu-fast", default="auto", choices=list(CHOICES),
                        help="train the CPU variant of the graph (symbols/cpu_fast.py: same parameters and function, "
                             "arranged for oneDNN); lean: its lower-memory form; auto: on for float32 on CPUs")
 
@@ -86,6 +86,11 @@ def parse_args(argv=None):
         symbols.check_image_size(args.config, args.image_size)
     except ValueError as err:
         parser.error("--network/--num-classes/--image-size: %s" % err)
+    try:
+        args.contexts = devices.contexts(args.gpus)
+        args.cpu_fast = select_variant(args.cpu_fast, args.contexts, args.dtype)
+    except ValueError as err:
+        parser.error(str(err))
     args.name = args.network if args.network in symbols.VARIANTS else "dpn-custom"
     args.batch_size = args.batch_size or symbols.DEFAULT_BATCH.get(args.network, 32)
     args.kv_store = args.kv_store or ("device" if args.gpus else "local")
@@ -99,10 +104,6 @@ def parse_args(argv=None):
     if not args.benchmark and not args.data_train:
         parser.error("--data-train is required (or --benchmark for synthetic data)")
     return args
-
-
-def contexts(gpus):
-    return [mx.gpu(int(i)) for i in gpus.split(",")] if gpus.strip() else [mx.cpu()]
 
 
 def resume_epoch(args):
@@ -164,29 +165,18 @@ def training_batches(args, kv, ctx, data_shape):
     return batches, per_epoch
 
 
-def peak_memory_mib(ctx):
-    """GPU memory in use (MXNet's pool keeps its peak), or this process's peak resident memory on CPUs."""
-    if ctx[0].device_type == "gpu":
-        return max((total - free) / 2 ** 20 for free, total in (mx.context.gpu_memory_info(c.device_id) for c in ctx))
-    return bench_common.peak_memory_mb()
-
-
 def main(argv=None):
     args = parse_args(argv)
     kv = mx.kv.create(args.kv_store)
     if "dist" in args.kv_store:
         announce_rank(kv)
     logger = setup_logging(args, kv.rank)
-    ctx = contexts(args.gpus)
+    ctx = args.contexts
     mx.random.seed(args.seed)  # every worker initialises identically
     os.environ.setdefault("MXNET_UPDATE_ON_KVSTORE", "0")  # optimizer on the workers: its states can be saved
     data_shape = (args.batch_size * len(ctx), 3, args.image_size, args.image_size)
-    auto = use_cpu_fast(ctx) and args.dtype == "float32"
-    fast = {"on": True, "lean": "lean", "off": False, "auto": auto}[args.cpu_fast]
-    if fast:
-        for name, value in BIND_ENVIRONMENT.items():  # read when the graph is bound
-            os.environ.setdefault(name, value)
-    symbol = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.image_size, fast, args.dtype)
+    symbol = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.image_size, args.cpu_fast,
+                                args.dtype)
     exact = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.image_size)
 
     try:
@@ -245,17 +235,12 @@ def main(argv=None):
 
 def benchmark(args, ctx, module, batch):
     """Time training steps on one synthetic batch; print a row in the columns of the authors' speed table."""
-    def step():
-        module.forward_backward(batch)
-        module.update()
-        mx.nd.waitall()
-
-    images_per_second = batch.data[0].shape[0] / statistics.median(
-        bench_common.step_times(step, warmup=2, repeats=args.benchmark_batches))
+    images_per_second = batch.data[0].shape[0] / statistics.median(bench_common.step_times(
+        lambda: train_step(module, batch, wait=True), warmup=2, repeats=args.benchmark_batches))
     print("| model | batch/device | devices | kvstore | memory (MiB) | img/s |")
     print("|---|---:|---:|---|---:|---:|")
     print("| %s | %d | %d %s | %s | %.0f | %.2f |" % (args.name, args.batch_size, len(ctx), ctx[0].device_type,
-                                                   args.kv_store, peak_memory_mib(ctx), images_per_second))
+                                                   args.kv_store, devices.peak_memory_mb(ctx), images_per_second))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+"""tools/predict.py as a user runs it: class probabilities of real photos against the authors' graph fed by NumPy
+preprocessing, ImageNet names, batching, and one-line errors for bad input."""
+import json
+import subprocess
+import sys
+
+import cv2
+import mxnet as mx
+import numpy as np
+import pytest
+
+from tools.sample_photos import sample_photo
+
+from conftest import REPO
+
+SIZE = 224
+CLASS_INDEX = REPO / "data_lists" / "imagenet1k_classes.txt"
+
+
+def predict(*args):
+    return subprocess.run([sys.executable, "tools/predict.py", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Three real photos as PNG files whose short side is already SIZE (PNG decodes losslessly everywhere)."""
+    folder = tmp_path_factory.mktemp("photos")
+    paths = []
+    for name, (height, width) in (("chelsea.png", (SIZE, 300)), ("coffee.png", (260, SIZE)),
+                                  ("astronaut.png", (SIZE, SIZE))):
+        image = cv2.imread(str(sample_photo(name)), cv2.IMREAD_COLOR)
+        assert image.shape[0] >= height and image.shape[1] >= width
+        paths.append(folder / name)
+        cv2.imwrite(str(paths[-1]), image[:height, :width])
+    return paths
+
+
+def reference_probabilities(graph, args, aux, paths):
+    """The authors' protocol in NumPy (centre SIZE crop, RGB, (pixel - mean) x 0.0167) through their graph."""
+    batch = []
+    for path in paths:
+        rgb = cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32)
+        top, left = (rgb.shape[0] - SIZE) // 2, (rgb.shape[1] - SIZE) // 2
+        crop = rgb[top:top + SIZE, left:left + SIZE]
+        batch.append(((crop - np.array([124, 117, 104], np.float32)) * 0.0167).transpose(2, 0, 1))
+    inputs = dict(args, data=mx.nd.array(np.stack(batch)), softmax_label=mx.nd.zeros(len(batch)))
+    return graph.bind(mx.cpu(), inputs, aux_states=aux, grad_req="null").forward()[0].asnumpy()
+
+
+@pytest.mark.parametrize("options", [[], ["--cpu-fast", "off"]])
+def test_top_classes_match_the_authors_graph(released, photos, options):
+    prefix, graph, args, aux = released
+    done = predict("--prefix", prefix, "--json", "--batch-size", 2, *photos, *options)  # 2 + a padded batch of 1
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    names = [line.split("\t") for line in CLASS_INDEX.read_text().splitlines()]
+    expected = reference_probabilities(graph, args, aux, photos)
+    assert [row["image"] for row in rows] == [str(p) for p in photos]
+    for row, probs in zip(rows, expected):
+        best = np.argsort(-probs)[:5]
+        assert [entry["class"] for entry in row["top"]] == [names[k][0] for k in best]
+        assert [entry["name"] for entry in row["top"]] == [names[k][1] for k in best]
+        np.testing.assert_allclose([entry["probability"] for entry in row["top"]], probs[best], rtol=1e-3, atol=2e-6)
+    assert len({tuple(entry["class"] for entry in row["top"]) for row in rows}) == len(rows)  # three distinct answers
+
+
+def test_text_output_and_class_numbers_file(released, photos, tmp_path):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("".join("c%d\n" % i for i in range(1000)))
+    done = predict("--prefix", released[0], "--top", 2, "--classes", classes, photos[0])
+    assert done.returncode == 0, done.stderr
+    line, = done.stdout.splitlines()
+    assert line.startswith("%s: " % photos[0]) and line.count("(c") == 2
+
+
+@pytest.mark.parametrize("make_input, options, message", [
+    (lambda tmp: tmp / "missing.jpg", [], "missing.jpg: no such image file"),
+    (lambda tmp: (tmp / "notes.jpg").write_text("not a picture") and tmp / "notes.jpg", [],
+     "notes.jpg: not an image MXNet can decode"),
+    (lambda tmp: sample_photo("chelsea.png"), ["--gpus", "0,x"], "--gpus: expected comma-separated GPU ids"),
+    (lambda tmp: sample_photo("chelsea.png"), ["--size", "16"], "too small for this DPN: it needs at least 32 px"),
+])
+def test_bad_input_gives_one_line_error(released, tmp_path, make_input, options, message):
+    done = predict("--prefix", released[0], make_input(tmp_path), *options)
+    assert done.returncode == 1
+    assert message in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,109 @@
+"""Classify image files with a DPN checkpoint (ours or the authors' released files): the top classes of each.
+
+    python tools/predict.py --prefix models/dpn92 --epoch 0 cat.jpg dog.png
+
+The validation protocol (short side resized to S, bicubic, centre S x S crop, (pixel - mean) x 0.0167), then
+the forward pass at S. On oneDNN CPUs the CPU variant of the graph computes it (symbols/cpu_fast.py: the
+checkpoint's parameters, the same outputs to float precision); --cpu-fast off runs the authors' graph as
+released. ImageNet-1k checkpoints print class names from data_lists/imagenet1k_classes.txt.
+"""
+import argparse
+import json
+import sys
+
+import mxnet as mx
+import numpy as np
+
+import symbols
+from symbols.cpu_fast import CHOICES, select_variant
+from tools.make_rec import IMAGENET_CLASSES, read_class_table
+from train import checkpoint, data, devices
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, BMP, ...)")
+    parser.add_argument("--prefix", required=True, help="checkpoint prefix, e.g. models/dpn92 for dpn92-0000.params")
+    parser.add_argument("--epoch", type=int, default=0, help="checkpoint epoch")
+    parser.add_argument("--model", help="network (default: from the checkpoint, as test/score.py finds it)")
+    parser.add_argument("--size", type=int, help="input size S (default: the checkpoint's training size)")
+    parser.add_argument("--resize", type=int, help="short side before the centre crop (default: S)")
+    parser.add_argument("--top", type=int, default=5, help="classes printed per image")
+    parser.add_argument("--classes", help="class index file, line i = class i: '<id>[<TAB><name>]' (default: "
+                                          "%s for 1000 classes, class numbers otherwise)" % IMAGENET_CLASSES.name)
+    parser.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1; empty = CPU")
+    parser.add_argument("--cpu-fast", default="auto", choices=list(CHOICES),
+                        help="the CPU variant of the graph: auto (where it helps), on, lean, or off (the authors' "
+                             "graph as released)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image")
+    args = parser.parse_args(argv)
+    for flag in ("size", "resize", "top", "batch_size"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            parser.error("--%s must be positive, got %d" % (flag.replace("_", "-"), getattr(args, flag)))
+    return args
+
+
+def class_table(path, num_classes):
+    """(id, name) per class: from ``path``, the ImageNet-1k index for 1000 classes, or the class numbers."""
+    if path is None and num_classes != 1000:
+        return [(str(i), str(i)) for i in range(num_classes)]
+    path = path or IMAGENET_CLASSES
+    table = read_class_table(path)
+    if len(table) != num_classes:
+        raise data.DataError("%s lists %d classes but the checkpoint has %d" % (path, len(table), num_classes))
+    return table
+
+
+def predictor(args, ckpt, spec, size):
+    """A function mapping a (N, 3, S, S) batch to class probabilities (N, K) as a NumPy array."""
+    ctx = devices.contexts(args.gpus)
+    variant = select_variant(args.cpu_fast, ctx)
+    symbol = mx.sym.softmax(symbols.logits(spec.network, spec.num_classes, spec.classifier, size, variant))
+    module = mx.mod.Module(symbol, label_names=None, context=ctx)
+    module.bind(data_shapes=[("data", (args.batch_size * len(ctx), 3, size, size))], for_training=False)
+    module.set_params(ckpt.arg_params, ckpt.aux_params, allow_extra=True)
+
+    def probabilities(batch):
+        module.forward(mx.io.DataBatch([batch]), is_train=False)
+        return module.get_outputs()[0].asnumpy()
+    return probabilities
+
+
+def predict(args):
+    """[(image path, [(probability, class id, class name), ...] best first)] for every image."""
+    ckpt = checkpoint.load(args.prefix, args.epoch)
+    spec = checkpoint.model_spec(ckpt, args.model)
+    size = args.size or spec.train_size
+    symbols.check_image_size(spec.network, size)
+    table = class_table(args.classes, spec.num_classes)
+    forward = predictor(args, ckpt, spec, size)
+    step = args.batch_size * len(devices.contexts(args.gpus))
+    results = []
+    for start in range(0, len(args.images), step):
+        paths = args.images[start:start + step]
+        images = [data.load_image(p, size, args.resize) for p in paths]
+        padding = [images[0]] * (step - len(images))  # the module is bound for full batches
+        for path, row in zip(paths, forward(mx.nd.concat(*images, *padding, dim=0))):
+            best = np.argsort(-row)[:args.top]
+            results.append((path, [(float(row[k]), *table[k]) for k in best]))
+    return results
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        results = predict(args)
+    except (checkpoint.CheckpointError, data.DataError, ValueError) as err:
+        sys.exit("error: %s" % err)
+    for path, top in results:
+        if args.json:
+            print(json.dumps({"image": path, "top": [{"probability": round(p, 6), "class": class_id, "name": name}
+                                                     for p, class_id, name in top]}))
+        else:
+            print("%s: %s" % (path, "; ".join("%.3f %s (%s)" % entry for entry in top)))
+
+
+if __name__ == "__main__":
+    main()
