@@ -1,4 +1,5 @@
-"""The CPU training variant of the DPN graphs (``get_symbol(..., cpu_fast=True)``, or ``cpu_fast="lean"``).
+"""The CPU variant of the DPN graphs (``get_symbol(..., cpu_fast=True)``, or ``cpu_fast="lean"``), which training
+and prediction run on oneDNN CPUs.
 
 It has the authors' parameters (names and shapes) and computes the same function; only the arrangement of the
 operators differs, so that oneDNN, MXNet's CPU backend, keeps activations in its 16-channel blocked layout,
@@ -179,7 +180,7 @@ def _unit(x, name, r, bw, inc, groups, kind, split_c, fuse):
 
 
 def fast_features(cfg, data, lean=False):
-    """``dpn.features`` of DPNConfig ``cfg`` as the CPU training variant; ``lean`` leaves BN and ReLU unfused."""
+    """``dpn.features`` of DPNConfig ``cfg`` as the CPU variant; ``lean`` leaves BN and ReLU unfused."""
     stem = _conv(Tensor(data, 3, False), "conv1_x_1__conv", cfg.stem_filters, cfg.stem_kernel, STEM_STRIDE)
     stem = _bn_relu(stem, "conv1_x_1__relu-sp__bn", False)  # pooling's gradients come in other layouts
     pool = mx.sym.Pooling(data=stem.sym, kernel=(3, 3), stride=(POOL_STRIDE,) * 2, pad=(1, 1), pool_type="max",

@@ -1,7 +1,7 @@
 """DPN graphs as MXNet symbols, node for node the authors' (same ops, attributes, names and input order).
 
 ``features`` is the authors' ``get_before_pool``; ``get_symbol`` adds their training head. With
-``cpu_fast=True`` (or ``"lean"``) they build the CPU training variant of ``symbols.cpu_fast`` instead: the same
+``cpu_fast=True`` (or ``"lean"``) they build the CPU variant of ``symbols.cpu_fast`` instead: the same
 parameters and function, arranged for oneDNN's fast kernels.
 """
 import mxnet as mx
@@ -86,7 +86,7 @@ def dual_path_unit(data, name, r, bw, inc, groups, kind, split_c=False):
 
 def features(network="dpn92", data=None, cpu_fast=False):
     """The feature map before pooling (after the final BN-ReLU): the authors' ``get_before_pool``, or with
-    ``cpu_fast`` its CPU training variant (True, or "lean" for its less memory-hungry form)."""
+    ``cpu_fast`` its CPU variant (True, or "lean" for its less memory-hungry form)."""
     cfg = resolve(network)
     data = mx.sym.var("data") if data is None else data
     if cpu_fast:
@@ -144,12 +144,12 @@ def logits(network="dpn92", num_classes=1000, classifier=None, image_size=224, c
     At the size where the features are 7x7 (224 for the variants) the pooling is the authors' 7x7, stride 1
     ``pool5``; at any other size it is global average pooling. With ``dtype='float16'`` the network runs in half
     precision between a cast of the input and a cast of the logits back to float32. ``cpu_fast`` selects the CPU
-    training variant (float32 only): True, or "lean" (see ``symbols.cpu_fast``).
+    variant (float32 only): True, or "lean" (see ``symbols.cpu_fast``).
     """
     check_num_classes(num_classes)
     check_image_size(network, image_size)
     if cpu_fast and dtype != "float32":
-        raise ValueError("the CPU training variant (cpu_fast) runs in float32 only, not %s" % dtype)
+        raise ValueError("the CPU variant (cpu_fast) runs in float32 only, not %s" % dtype)
     data = mx.sym.var("data")
     if dtype != "float32":
         data = mx.sym.Cast(data=data, dtype=dtype, name="data_" + dtype)

@@ -1,10 +1,12 @@
-"""The CPU training variant (cpu_fast) is the authors' network: same parameter files, outputs and gradients."""
+"""The CPU variant (cpu_fast) is the authors' network: same parameter files, outputs and gradients."""
+import os
+
 import mxnet as mx
 import numpy as np
 import pytest
 
 import symbols
-from symbols.cpu_fast import use_cpu_fast
+from symbols.cpu_fast import BIND_ENVIRONMENT, select_variant, use_cpu_fast
 from train import checkpoint
 
 # DPN-68 (4 and 8 channels per group: merged groups), DPN-68b (split last 1x1) and a DPN-92 cut to one or two
@@ -135,6 +137,19 @@ def test_variant_is_chosen_for_cpus_only(monkeypatch):
     assert not use_cpu_fast([mx.cpu(), mx.gpu(1)])
     monkeypatch.setenv("MXNET_MKLDNN_ENABLED", "0")
     assert not use_cpu_fast([mx.cpu()])
+
+
+def test_cpu_fast_choices(monkeypatch):
+    monkeypatch.delenv("NNVM_EXEC_MATCH_RANGE", raising=False)
+    assert select_variant("off", [mx.cpu()]) is False and "NNVM_EXEC_MATCH_RANGE" not in os.environ
+    assert select_variant("auto", [mx.gpu(0)]) is False
+    assert select_variant("auto", [mx.cpu()], "float16") is False
+    assert select_variant("auto", [mx.cpu()]) is True
+    assert os.environ["NNVM_EXEC_MATCH_RANGE"] == BIND_ENVIRONMENT["NNVM_EXEC_MATCH_RANGE"]
+    assert select_variant("lean", [mx.cpu()]) == "lean"
+    for choice, message in (("on", "needs CPU contexts"), ("fast", "expected one of auto, on, lean, off")):
+        with pytest.raises(ValueError, match=message):
+            select_variant(choice, [mx.gpu(0)])
 
 
 def test_variant_refuses_half_precision():
