@@ -56,13 +56,12 @@ def class_table(path, num_classes):
     return table
 
 
-def predictor(args, ckpt, spec, size):
-    """A function mapping a (N, 3, S, S) batch to class probabilities (N, K) as a NumPy array."""
-    ctx = devices.contexts(args.gpus)
+def predictor(args, ckpt, spec, ctx, batch, size):
+    """A function mapping a (batch, 3, size, size) array to class probabilities (batch, K) as a NumPy array."""
     variant = select_variant(args.cpu_fast, ctx)
     symbol = mx.sym.softmax(symbols.logits(spec.network, spec.num_classes, spec.classifier, size, variant))
     module = mx.mod.Module(symbol, label_names=None, context=ctx)
-    module.bind(data_shapes=[("data", (args.batch_size * len(ctx), 3, size, size))], for_training=False)
+    module.bind(data_shapes=[("data", (batch, 3, size, size))], for_training=False)
     module.set_params(ckpt.arg_params, ckpt.aux_params, allow_extra=True)
 
     def probabilities(batch):
@@ -78,8 +77,9 @@ def predict(args):
     size = args.size or spec.train_size
     symbols.check_image_size(spec.network, size)
     table = class_table(args.classes, spec.num_classes)
-    forward = predictor(args, ckpt, spec, size)
-    step = args.batch_size * len(devices.contexts(args.gpus))
+    ctx = devices.contexts(args.gpus)
+    step = args.batch_size * len(ctx)
+    forward = predictor(args, ckpt, spec, ctx, step, size)
     results = []
     for start in range(0, len(args.images), step):
         paths = args.images[start:start + step]
