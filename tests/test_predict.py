@@ -9,12 +9,12 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from tools.make_rec import IMAGENET_CLASSES
 from tools.sample_photos import sample_photo
 
 from conftest import REPO
 
 SIZE = 224
-CLASS_INDEX = REPO / "data_lists" / "imagenet1k_classes.txt"
 
 
 def predict(*args):
@@ -54,7 +54,7 @@ def test_top_classes_match_the_authors_graph(released, photos, options):
     done = predict("--prefix", prefix, "--json", "--batch-size", 2, *photos, *options)  # 2 + a padded batch of 1
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
-    names = [line.split("\t") for line in CLASS_INDEX.read_text().splitlines()]
+    names = [line.split("\t") for line in IMAGENET_CLASSES.read_text().splitlines()]
     expected = reference_probabilities(graph, args, aux, photos)
     assert [row["image"] for row in rows] == [str(p) for p in photos]
     for row, probs in zip(rows, expected):

@@ -14,7 +14,7 @@ import mxnet as mx
 import numpy as np
 
 import symbols
-from symbols.cpu_fast import select_variant
+from symbols.cpu_fast import CHOICES, select_variant
 from tools import bench_common
 from train import devices
 from train.fit import train_step
@@ -38,7 +38,7 @@ def parse_args(argv=None):
         args.cpu_fast = select_variant(choice, args.contexts)
     except ValueError as err:
         parser.error(str(err))
-    args.variant = {False: "exact", True: "fast", "lean": "lean"}[args.cpu_fast]
+    args.variant = {CHOICES[choice]: name for name, choice in VARIANTS.items()}[args.cpu_fast]
     return args
 
 

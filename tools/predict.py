@@ -75,7 +75,6 @@ def predict(args):
     ckpt = checkpoint.load(args.prefix, args.epoch)
     spec = checkpoint.model_spec(ckpt, args.model)
     size = args.size or spec.train_size
-    symbols.check_image_size(spec.network, size)
     table = class_table(args.classes, spec.num_classes)
     ctx = devices.contexts(args.gpus)
     step = args.batch_size * len(ctx)
