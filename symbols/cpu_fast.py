@@ -14,12 +14,22 @@ where its batch-norm and convolution kernels are fast. Found with ``DNNL_VERBOSE
   a width that is not a multiple of 16 (DPN-92's dense growth of 24) runs with zero rows added up to one;
 - BatchNorm then ReLU as two passes: here one ``BatchNormWithReLU`` where the input is blocked and every
   gradient returns in 16-channel blocks (the fused kernel refuses to mix layouts, and on plain tensors it is
-  slower than the pair). MXNet gives that operator a full-size float workspace for the ReLU mask, where the
-  separate ReLU works in place; the "lean" form keeps the pair everywhere: less memory, a little less speed.
+  slower than the pair).
 
 A 1x1 convolution reading a width that is not a multiple of 16 writes 8-channel blocks; its output and any
 grouped convolution whose groups cannot merge pass through identity transposes, which hand plain tensors on.
+
+The "lean" form (``--cpu-fast lean``) gives up some of that speed for memory; DPN-92 training at batch 16 plans
+2.5 GB of activations instead of 4.1 GB (README, Memory):
+
+- BatchNorm and ReLU stay two operators: MXNet gives the fused one a full-size float workspace for its ReLU
+  mask, where the separate ReLU works in place;
+- a unit hands the next one a single tensor, [residual | dense], built so that none of oneDNN's Concat inputs,
+  which it keeps for the backward pass, is a tensor kept for that alone (``_packed_unit``);
+- the backward pass recomputes each BN-ReLU-3x3 from the 1x1-a's output instead of keeping the ReLU's output
+  (``_bottleneck``).
 """
+import contextlib
 import math
 import os
 from typing import NamedTuple
@@ -31,8 +41,8 @@ from .dpn import BN_SETTINGS, POOL_STRIDE, STEM_STRIDE, final_name, projection_n
 BLOCK = 16  # channels per block of oneDNN's AVX-512 layouts
 
 # Set before binding a CPU training graph: MXNet's memory planner lets tensors share a buffer when their sizes
-# are within this factor (default 16); with 2 it plans 10 to 15 % less memory for DPN training (DPN-92, batch 16:
-# 3.79 -> 3.19 GB for the authors' graph, 4.52 -> 4.13 GB for the variant, 3.73 -> 3.35 GB for its lean form)
+# are within this factor (default 16); with 2 it plans 10 to 16 % less memory for DPN training (DPN-92, batch 16:
+# 3.79 -> 3.19 GB for the authors' graph, 4.52 -> 4.13 GB for the variant, 2.76 -> 2.49 GB for its lean form)
 # at no measured cost in speed.
 BIND_ENVIRONMENT = {"NNVM_EXEC_MATCH_RANGE": "2"}
 
@@ -155,7 +165,32 @@ def _grouped_conv(x, name, r, groups, stride):
     return _conv(x, name + "__conv", r, 3, stride, groups // m, weight=merged.reshape((r, m * per_group, 3, 3)))
 
 
-def _unit(x, name, r, bw, inc, groups, kind, split_c, fuse):
+def _bottleneck(x_in, name, r, groups, stride, fuse, recompute=False):
+    """The 1x1-a and grouped 3x3-b convolutions of a unit, each after its BN-ReLU; with ``recompute``, the backward
+    pass recomputes the BN-ReLU-3x3 from the 1x1-a's output instead of keeping the ReLU's output (MXNet's
+    mirroring, here of a convolution cheap enough to run twice). MXNet updates BN's moving statistics in the
+    backward pass, so they are still updated once per step."""
+    # with a width that is not a multiple of 16 the 1x1-a returns gradients in 8-channel blocks
+    a = _conv(_bn_relu(x_in, name + "_c1x1-a__bn__bn", fuse and r % BLOCK == 0), name + "_c1x1-a__conv", r)
+    if r % BLOCK == 0 and not a.blocked:  # 8-channel blocks, which would meet 16-channel gradients at its BN
+        a = _plain(a, name + "_c1x1-a__plain")
+    with mx.AttrScope(force_mirroring="True") if recompute else contextlib.nullcontext():
+        return _grouped_conv(_bn_relu(a, name + "_c3x3-b__bn__bn", fuse), name + "_c3x3-b", r, groups, stride)
+
+
+def _last_conv_rows(b, name, r, bw, inc, split_c, fuse):
+    """The BN-ReLU before the last 1x1 convolution, and that convolution's residual and dense weight rows."""
+    if split_c:
+        weights = [mx.sym.var("%s_c1x1-c%d__conv_weight" % (name, i), shape=(width, r, 1, 1))
+                   for i, width in ((1, bw), (2, inc))]
+        return _bn_relu(b, name + "_c1x1-c__bn", fuse), weights
+    weight = mx.sym.var(name + "_c1x1-c__conv_weight", shape=(bw + inc, r, 1, 1))
+    rows = [mx.sym.slice_axis(weight, axis=0, begin=begin, end=end, name="%s_c1x1-c__rows%d" % (name, i))
+            for i, (begin, end) in enumerate(((0, bw), (bw, bw + inc)))]
+    return _bn_relu(b, name + "_c1x1-c__bn__bn", fuse), rows
+
+
+def _unit(x, name, r, bw, inc, groups, kind, split_c):
     """One DualPath unit (see ``dpn.dual_path_unit``) on Tensors; returns the [residual, dense] pair."""
     stride = 2 if kind == "down" else 1
     x_in = _concat(x, name + "_cat-input")
@@ -163,30 +198,62 @@ def _unit(x, name, r, bw, inc, groups, kind, split_c, fuse):
         residual, dense = x
     else:
         proj = projection_name(name, kind)
-        residual, dense = _conv_parts(_bn_relu(x_in, proj + "__bn__bn", fuse), proj, (bw, 2 * inc), stride)
-    # with a width that is not a multiple of 16 the 1x1-a returns gradients in 8-channel blocks
-    a = _conv(_bn_relu(x_in, name + "_c1x1-a__bn__bn", fuse and r % BLOCK == 0), name + "_c1x1-a__conv", r)
-    if r % BLOCK == 0 and not a.blocked:  # 8-channel blocks, which would meet 16-channel gradients at its BN
-        a = _plain(a, name + "_c1x1-a__plain")
-    b = _grouped_conv(_bn_relu(a, name + "_c3x3-b__bn__bn", fuse), name + "_c3x3-b", r, groups, stride)
-    if split_c:
-        c = _bn_relu(b, name + "_c1x1-c__bn", fuse)
-        out_res, out_dense = (_conv_width(c, "%s_c1x1-c%d__conv" % (name, i), mx.sym.var(
-            "%s_c1x1-c%d__conv_weight" % (name, i), shape=(width, r, 1, 1)), width) for i, width in ((1, bw), (2, inc)))
-    else:
-        out_res, out_dense = _conv_parts(_bn_relu(b, name + "_c1x1-c__bn__bn", fuse), name + "_c1x1-c", (bw, inc), 1)
+        residual, dense = _conv_parts(_bn_relu(x_in, proj + "__bn__bn", True), proj, (bw, 2 * inc), stride)
+    c, rows = _last_conv_rows(_bottleneck(x_in, name, r, groups, stride, True), name, r, bw, inc, split_c, True)
+    out_res, out_dense = (_conv_width(c, "%s_c1x1-c__conv-part%d" % (name, i + 1), weight, width)
+                          for i, (weight, width) in enumerate(zip(rows, (bw, inc))))
     total = mx.sym.ElementWiseSum(residual.sym, out_res.sym, name=name + "_sum")
     return [Tensor(total, bw, residual.blocked and out_res.blocked), _concat([dense, out_dense], name + "_cat")]
 
 
+def _stacked_rows(blocks, in_channels, name):
+    """A 1x1 convolution weight stacked from blocks of weight rows (symbols) and of zero rows (counts)."""
+    parts = [mx.sym.zeros((block, in_channels, 1, 1), name="%s_zero-rows%d" % (name, i)) if isinstance(block, int)
+             else block for i, block in enumerate(blocks)]
+    return mx.sym.Concat(*parts, dim=0, name=name + "_stacked-rows")
+
+
+def _packed_unit(x, name, r, bw, inc, groups, kind, split_c):
+    """The lean form of a unit (BN and ReLU unfused) on the single Tensor ``x`` = [residual | dense], which it
+    returns for the next unit as a sum: what carries over (``x`` and the new dense channels, or the projection
+    with zero rows for them) plus the last 1x1 convolution's new residual channels, padded with zero rows.
+
+    oneDNN's Concat keeps its inputs for the backward pass: ``_unit`` concatenates a new residual sum and dense path
+    that nothing else needs, this form only ``x``, which BatchNorm keeps anyway, and the few new dense channels.
+    The zero rows cost products that are thrown away."""
+    stride = 2 if kind == "down" else 1
+    width = (x.channels if kind == "normal" else bw + 2 * inc) + inc
+    b = _bottleneck(x, name, r, groups, stride, False, recompute=True)
+    c, (res_rows, dense_rows) = _last_conv_rows(b, name, r, bw, inc, split_c, False)
+    if kind == "normal":
+        carry = _concat([x, _conv_width(c, name + "_c1x1-c__conv-dense", dense_rows, inc)], name + "_cat")
+        if x.channels % BLOCK:  # oneDNN cannot split a blocked gradient inside a block: hand the Concat a plain one
+            carry = _plain(carry, name + "_cat__plain")
+        new_rows = [res_rows, width - bw]
+    else:
+        proj = projection_name(name, kind)
+        weight = mx.sym.var(proj + "__conv_weight", shape=(bw + 2 * inc, x.channels, 1, 1))
+        carry = _conv_width(_bn_relu(x, proj + "__bn__bn", False), proj + "__conv",
+                            _stacked_rows([weight, inc], x.channels, proj), width, stride)
+        new_rows = [res_rows, 2 * inc, dense_rows]
+    update = _conv_width(c, name + "_c1x1-c__conv", _stacked_rows(new_rows, r, name + "_c1x1-c"), width)
+    return Tensor(mx.sym.ElementWiseSum(carry.sym, update.sym, name=name + "_sum"), width,
+                  carry.blocked and update.blocked)
+
+
 def fast_features(cfg, data, lean=False):
-    """``dpn.features`` of DPNConfig ``cfg`` as the CPU variant; ``lean`` leaves BN and ReLU unfused."""
+    """``dpn.features`` of DPNConfig ``cfg`` as the CPU variant; ``lean`` selects its low-memory form."""
     stem = _conv(Tensor(data, 3, False), "conv1_x_1__conv", cfg.stem_filters, cfg.stem_kernel, STEM_STRIDE)
     stem = _bn_relu(stem, "conv1_x_1__relu-sp__bn", False)  # pooling's gradients come in other layouts
     pool = mx.sym.Pooling(data=stem.sym, kernel=(3, 3), stride=(POOL_STRIDE,) * 2, pad=(1, 1), pool_type="max",
                           name="pool1")
-    x = [stem._replace(sym=pool)]
-    for name, r, bw, inc, kind in units(cfg):
-        x = _unit(x, name, r, bw, inc, cfg.groups, kind, cfg.split_c, fuse=not lean)
-    last = final_name(cfg)
-    return _bn_relu(_concat(x, last + "_cat-final"), last + "__relu-sp__bn", False).sym
+    x = stem._replace(sym=pool)
+    if lean:
+        for name, r, bw, inc, kind in units(cfg):
+            x = _packed_unit(x, name, r, bw, inc, cfg.groups, kind, cfg.split_c)
+    else:
+        x = [x]
+        for name, r, bw, inc, kind in units(cfg):
+            x = _unit(x, name, r, bw, inc, cfg.groups, kind, cfg.split_c)
+        x = _concat(x, final_name(cfg) + "_cat-final")
+    return _bn_relu(x, final_name(cfg) + "__relu-sp__bn", False).sym

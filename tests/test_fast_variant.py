@@ -1,5 +1,6 @@
 """The CPU variant (cpu_fast) is the authors' network: same parameter files, outputs and gradients."""
 import os
+import re
 
 import mxnet as mx
 import numpy as np
@@ -14,7 +15,7 @@ from train import checkpoint
 DPN92_SHORT = ('{"stem_filters": 64, "stem_kernel": 7, "k_r": 96, "groups": 32, "k_sec": [1, 2, 2, 1], '
                '"inc_sec": [16, 32, 24, 128], "bw_base": 256}')
 FORMS = {"dpn68": ("dpn68", True), "dpn68-lean": ("dpn68", "lean"), "dpn68b": ("dpn68b", True),
-         "dpn92-short": (DPN92_SHORT, True)}
+         "dpn68b-lean": ("dpn68b", "lean"), "dpn92-short": (DPN92_SHORT, True), "dpn92-short-lean": (DPN92_SHORT, "lean")}
 BATCH, SIZE = 8, 112
 
 
@@ -98,8 +99,8 @@ def test_inference_outputs_match_the_authors_graph():
     args, aux = random_params(exact, seed=4)
     images = np.random.RandomState(5).uniform(-1, 1, (BATCH, 3, SIZE, SIZE))
     outputs = []
-    for symbol, dtype in ((exact, "float64"), (exact, "float32"),
-                          (symbols.get_symbol(DPN92_SHORT, image_size=SIZE, cpu_fast=True), "float32")):
+    variants = [(symbols.get_symbol(DPN92_SHORT, image_size=SIZE, cpu_fast=form), "float32") for form in (True, "lean")]
+    for symbol, dtype in [(exact, "float64"), (exact, "float32")] + variants:
         inputs = {n: v.astype(dtype) for n, v in args.items()}
         inputs.update(data=mx.nd.array(images, dtype=dtype), softmax_label=mx.nd.zeros(BATCH, dtype=dtype))
         executor = symbol.bind(mx.cpu(), inputs, aux_states={n: v.astype(dtype) for n, v in aux.items()},
@@ -107,6 +108,19 @@ def test_inference_outputs_match_the_authors_graph():
         outputs.append(executor.forward(is_train=False)[0].asnumpy().astype(np.float64))
     for out in outputs[1:]:
         np.testing.assert_allclose(out, outputs[0], rtol=1e-5, atol=1e-8)
+
+
+def test_lean_form_plans_less_memory(monkeypatch):
+    """MXNet's memory plan for a DPN-68 training step (its "Total ... MB allocated"): the lean form needs less than
+    the variant it trades speed against."""
+    for name, value in BIND_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    planned = {}
+    for form in (True, "lean"):
+        executor = symbols.get_symbol("dpn68", image_size=SIZE, cpu_fast=form).simple_bind(
+            mx.cpu(), data=(BATCH, 3, SIZE, SIZE), softmax_label=(BATCH,))
+        planned[form] = int(re.search(r"Total (\d+) MB allocated", executor.debug_str()).group(1))
+    assert planned["lean"] < 0.8 * planned[True], planned
 
 
 def test_checkpoints_pass_both_ways(tmp_path):

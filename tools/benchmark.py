@@ -28,7 +28,7 @@ def parse_args(argv=None):
     parser.add_argument("--gpus", default="", help="GPU ids such as 0,1; empty runs on the CPU")
     parser.add_argument("--variant", choices=["auto"] + list(VARIANTS), default="auto",
                         help="graph: exact (the authors'), fast (the CPU variant, same parameters), lean (that "
-                             "variant with less memory and a little less speed) or auto (as the entry point of "
+                             "variant's low-memory form, slower) or auto (as the entry point of "
                              "--mode chooses)")
     args = bench_common.check_arguments(parser, parser.parse_args(argv))
     try:

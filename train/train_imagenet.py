@@ -35,7 +35,8 @@ def parse_args(argv=None):
                        help="float16 trains in half precision with multi-precision SGD")
     model.add_argument("--cpu-fast", default="auto", choices=list(CHOICES),
                        help="train the CPU variant of the graph (symbols/cpu_fast.py: same parameters and function, "
-                            "arranged for oneDNN); lean: its lower-memory form; auto: on for float32 on CPUs")
+                            "arranged for oneDNN); lean: its low-memory form, slower (README: Memory); auto: on "
+                            "for float32 on CPUs")
 
     io = parser.add_argument_group("data")
     io.add_argument("--data-train", help="training .rec (its .idx beside it)")
