@@ -11,11 +11,13 @@ from symbols.cpu_fast import BIND_ENVIRONMENT, select_variant, use_cpu_fast
 from train import checkpoint
 
 # DPN-68 (4 and 8 channels per group: merged groups), DPN-68b (split last 1x1) and a DPN-92 cut to one or two
-# units per stage: 3, 6, 12 and 24 channels per group and the dense growth of 24 (plain-layout units) of DPN-92.
+# units per stage: 3, 6, 12 and 24 channels per group and the dense growth of 24 (plain-layout units) of DPN-92;
+# each in both forms of the variant.
 DPN92_SHORT = ('{"stem_filters": 64, "stem_kernel": 7, "k_r": 96, "groups": 32, "k_sec": [1, 2, 2, 1], '
                '"inc_sec": [16, 32, 24, 128], "bw_base": 256}')
 FORMS = {"dpn68": ("dpn68", True), "dpn68-lean": ("dpn68", "lean"), "dpn68b": ("dpn68b", True),
-         "dpn68b-lean": ("dpn68b", "lean"), "dpn92-short": (DPN92_SHORT, True), "dpn92-short-lean": (DPN92_SHORT, "lean")}
+         "dpn68b-lean": ("dpn68b", "lean"), "dpn92-short": (DPN92_SHORT, True),
+         "dpn92-short-lean": (DPN92_SHORT, "lean")}
 BATCH, SIZE = 8, 112
 
 
