@@ -16,11 +16,13 @@ where its batch-norm and convolution kernels are fast. Found with ``DNNL_VERBOSE
   gradient returns in 16-channel blocks (the fused kernel refuses to mix layouts, and on plain tensors it is
   slower than the pair).
 
-A 1x1 convolution reading a width that is not a multiple of 16 writes 8-channel blocks; its output and any
-grouped convolution whose groups cannot merge pass through identity transposes, which hand plain tensors on.
+A 1x1 convolution reading a width that is not a multiple of 16 (DPN-92's stage 4) runs oneDNN's AVX2 kernel at
+half the speed and writes 8-channel blocks. In the graph arranged for training (``get_symbol``) the 1x1-a's input
+gets zero channels up to a multiple of 16; elsewhere such outputs, and any grouped convolution whose groups cannot
+merge, pass through identity transposes, which hand plain tensors on.
 
 The "lean" form (``--cpu-fast lean``) gives up some of that speed for memory; DPN-92 training at batch 16 plans
-2.5 GB of activations instead of 4.1 GB (README, Memory):
+2.5 GB of activations instead of 4.35 GB (README, Memory):
 
 - BatchNorm and ReLU stay two operators: MXNet gives the fused one a full-size float workspace for its ReLU
   mask, where the separate ReLU works in place;
@@ -42,7 +44,7 @@ BLOCK = 16  # channels per block of oneDNN's AVX-512 layouts
 
 # Set before binding a CPU training graph: MXNet's memory planner lets tensors share a buffer when their sizes
 # are within this factor (default 16); with 2 it plans 10 to 16 % less memory for DPN training (DPN-92, batch 16:
-# 3.79 -> 3.19 GB for the authors' graph, 4.52 -> 4.13 GB for the variant, 2.76 -> 2.49 GB for its lean form)
+# 3.79 -> 3.19 GB for the authors' graph, 4.88 -> 4.35 GB for the variant, 2.76 -> 2.49 GB for its lean form)
 # at no measured cost in speed.
 BIND_ENVIRONMENT = {"NNVM_EXEC_MATCH_RANGE": "2"}
 
@@ -165,17 +167,36 @@ def _grouped_conv(x, name, r, groups, stride):
     return _conv(x, name + "__conv", r, 3, stride, groups // m, weight=merged.reshape((r, m * per_group, 3, 3)))
 
 
-def _bottleneck(x_in, name, r, groups, stride, fuse, recompute=False):
-    """The 1x1-a and grouped 3x3-b convolutions of a unit, each after its BN-ReLU; with ``recompute``, the backward
-    pass recomputes the BN-ReLU-3x3 from the 1x1-a's output instead of keeping the ReLU's output (MXNet's
-    mirroring, here of a convolution cheap enough to run twice). MXNet updates BN's moving statistics in the
-    backward pass, so they are still updated once per step."""
-    # with a width that is not a multiple of 16 the 1x1-a returns gradients in 8-channel blocks
-    a = _conv(_bn_relu(x_in, name + "_c1x1-a__bn__bn", fuse and r % BLOCK == 0), name + "_c1x1-a__conv", r)
+def _conv_widened(x, name, num_filter):
+    """The 1x1 convolution ``name`` of ``x`` with zero channels added to ``x`` up to a multiple of 16 (and zero
+    columns to its weight): oneDNN then runs its AVX-512 kernel instead of the AVX2 one, about twice as fast."""
+    extra = -x.channels % BLOCK
+    if not extra:
+        return _conv(x, name, num_filter)
+    zeros = Tensor(mx.sym.zeros((0, extra, 0, 0), name=name + "_zero-channels"), extra, False)  # shape from x
+    # plain: the Concat's backward could not cut a blocked gradient inside a block
+    widened = _plain(_concat([x, zeros], name + "_widened"), name + "_widened-plain")
+    weight = mx.sym.Concat(mx.sym.var(name + "_weight", shape=(num_filter, x.channels, 1, 1)),
+                           mx.sym.zeros((num_filter, extra, 1, 1), name=name + "_zero-columns"), dim=1,
+                           name=name + "_widened-weight")
+    return _conv(widened, name, num_filter, weight=weight)
+
+
+def _bottleneck(x_in, name, r, groups, stride, lean, widen=False):
+    """The 1x1-a and grouped 3x3-b convolutions of a unit, each after its BN-ReLU.
+
+    With ``widen``, the 1x1-a's input is widened to a multiple of 16 channels (DPN-92's stage 4, whose widths
+    1072 + 24k alternate): 4 to 10 % more training speed for 190 MB more memory, but 2 to 4 % less in inference,
+    where the assembled weight keeps oneDNN from folding the next BatchNorm into the convolution. The lean form
+    has the backward pass recompute the BN-ReLU-3x3 from the 1x1-a's output rather than keep the ReLU's output
+    (MXNet's mirroring, here of a convolution cheap enough to run twice; MXNet updates BN's moving statistics in
+    the backward pass, so they are still updated once per step)."""
+    bn = _bn_relu(x_in, name + "_c1x1-a__bn__bn", not lean and r % BLOCK == 0)
+    a = _conv_widened(bn, name + "_c1x1-a__conv", r) if widen else _conv(bn, name + "_c1x1-a__conv", r)
     if r % BLOCK == 0 and not a.blocked:  # 8-channel blocks, which would meet 16-channel gradients at its BN
         a = _plain(a, name + "_c1x1-a__plain")
-    with mx.AttrScope(force_mirroring="True") if recompute else contextlib.nullcontext():
-        return _grouped_conv(_bn_relu(a, name + "_c3x3-b__bn__bn", fuse), name + "_c3x3-b", r, groups, stride)
+    with mx.AttrScope(force_mirroring="True") if lean else contextlib.nullcontext():
+        return _grouped_conv(_bn_relu(a, name + "_c3x3-b__bn__bn", not lean), name + "_c3x3-b", r, groups, stride)
 
 
 def _last_conv_rows(b, name, r, bw, inc, split_c, fuse):
@@ -190,7 +211,7 @@ def _last_conv_rows(b, name, r, bw, inc, split_c, fuse):
     return _bn_relu(b, name + "_c1x1-c__bn__bn", fuse), rows
 
 
-def _unit(x, name, r, bw, inc, groups, kind, split_c):
+def _unit(x, name, r, bw, inc, groups, kind, split_c, for_training):
     """One DualPath unit (see ``dpn.dual_path_unit``) on Tensors; returns the [residual, dense] pair."""
     stride = 2 if kind == "down" else 1
     x_in = _concat(x, name + "_cat-input")
@@ -199,7 +220,8 @@ def _unit(x, name, r, bw, inc, groups, kind, split_c):
     else:
         proj = projection_name(name, kind)
         residual, dense = _conv_parts(_bn_relu(x_in, proj + "__bn__bn", True), proj, (bw, 2 * inc), stride)
-    c, rows = _last_conv_rows(_bottleneck(x_in, name, r, groups, stride, True), name, r, bw, inc, split_c, True)
+    b = _bottleneck(x_in, name, r, groups, stride, lean=False, widen=for_training)
+    c, rows = _last_conv_rows(b, name, r, bw, inc, split_c, True)
     out_res, out_dense = (_conv_width(c, "%s_c1x1-c__conv-part%d" % (name, i + 1), weight, width)
                           for i, (weight, width) in enumerate(zip(rows, (bw, inc))))
     total = mx.sym.ElementWiseSum(residual.sym, out_res.sym, name=name + "_sum")
@@ -223,7 +245,7 @@ def _packed_unit(x, name, r, bw, inc, groups, kind, split_c):
     The zero rows cost products that are thrown away."""
     stride = 2 if kind == "down" else 1
     width = (x.channels if kind == "normal" else bw + 2 * inc) + inc
-    b = _bottleneck(x, name, r, groups, stride, False, recompute=True)
+    b = _bottleneck(x, name, r, groups, stride, lean=True)
     c, (res_rows, dense_rows) = _last_conv_rows(b, name, r, bw, inc, split_c, False)
     if kind == "normal":
         carry = _concat([x, _conv_width(c, name + "_c1x1-c__conv-dense", dense_rows, inc)], name + "_cat")
@@ -241,8 +263,9 @@ def _packed_unit(x, name, r, bw, inc, groups, kind, split_c):
                   carry.blocked and update.blocked)
 
 
-def fast_features(cfg, data, lean=False):
-    """``dpn.features`` of DPNConfig ``cfg`` as the CPU variant; ``lean`` selects its low-memory form."""
+def fast_features(cfg, data, lean=False, for_training=False):
+    """``dpn.features`` of DPNConfig ``cfg`` as the CPU variant: its low-memory form with ``lean``, else its fast
+    form, arranged for training with ``for_training``."""
     stem = _conv(Tensor(data, 3, False), "conv1_x_1__conv", cfg.stem_filters, cfg.stem_kernel, STEM_STRIDE)
     stem = _bn_relu(stem, "conv1_x_1__relu-sp__bn", False)  # pooling's gradients come in other layouts
     pool = mx.sym.Pooling(data=stem.sym, kernel=(3, 3), stride=(POOL_STRIDE,) * 2, pad=(1, 1), pool_type="max",
@@ -254,6 +277,6 @@ def fast_features(cfg, data, lean=False):
     else:
         x = [x]
         for name, r, bw, inc, kind in units(cfg):
-            x = _unit(x, name, r, bw, inc, cfg.groups, kind, cfg.split_c)
+            x = _unit(x, name, r, bw, inc, cfg.groups, kind, cfg.split_c, for_training)
         x = _concat(x, final_name(cfg) + "_cat-final")
     return _bn_relu(x, final_name(cfg) + "__relu-sp__bn", False).sym

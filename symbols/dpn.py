@@ -84,14 +84,15 @@ def dual_path_unit(data, name, r, bw, inc, groups, kind, split_c=False):
             mx.sym.Concat(dense, out_dense, name=name + "_cat")]
 
 
-def features(network="dpn92", data=None, cpu_fast=False):
+def features(network="dpn92", data=None, cpu_fast=False, for_training=False):
     """The feature map before pooling (after the final BN-ReLU): the authors' ``get_before_pool``, or with
-    ``cpu_fast`` its CPU variant (True, or "lean" for its less memory-hungry form)."""
+    ``cpu_fast`` its CPU variant (True, or "lean" for its less memory-hungry form), arranged for training or for
+    inference (``for_training``; the same function either way)."""
     cfg = resolve(network)
     data = mx.sym.var("data") if data is None else data
     if cpu_fast:
         from .cpu_fast import fast_features  # late: that module builds on this one's helpers
-        return fast_features(cfg, data, lean=cpu_fast == "lean")
+        return fast_features(cfg, data, lean=cpu_fast == "lean", for_training=for_training)
     stem = _conv(data, "conv1_x_1", cfg.stem_filters, cfg.stem_kernel, STEM_STRIDE)
     x = mx.sym.Pooling(data=_bn_relu(stem, "conv1_x_1__relu-sp"), kernel=(3, 3), stride=(POOL_STRIDE,) * 2,
                        pad=(1, 1), pool_type="max", name="pool1")
@@ -138,13 +139,14 @@ def check_num_classes(num_classes):
 
 
 def logits(network="dpn92", num_classes=1000, classifier=None, image_size=224, cpu_fast=False,
-           dtype="float32"):
+           dtype="float32", for_training=False):
     """Features, average pooling and the classifier (no softmax).
 
     At the size where the features are 7x7 (224 for the variants) the pooling is the authors' 7x7, stride 1
     ``pool5``; at any other size it is global average pooling. With ``dtype='float16'`` the network runs in half
     precision between a cast of the input and a cast of the logits back to float32. ``cpu_fast`` selects the CPU
-    variant (float32 only): True, or "lean" (see ``symbols.cpu_fast``).
+    variant (float32 only): True, or "lean" (see ``symbols.cpu_fast``), arranged for training with
+    ``for_training``.
     """
     check_num_classes(num_classes)
     check_image_size(network, image_size)
@@ -153,7 +155,7 @@ def logits(network="dpn92", num_classes=1000, classifier=None, image_size=224, c
     data = mx.sym.var("data")
     if dtype != "float32":
         data = mx.sym.Cast(data=data, dtype=dtype, name="data_" + dtype)
-    feats = features(network, data, cpu_fast)
+    feats = features(network, data, cpu_fast, for_training)
     if feature_size(network, image_size) == 7:
         pooled = mx.sym.Pooling(data=feats, kernel=(7, 7), stride=(1, 1), pool_type="avg", name="pool5")
     else:
@@ -166,6 +168,7 @@ def logits(network="dpn92", num_classes=1000, classifier=None, image_size=224, c
 
 def get_symbol(network="dpn92", num_classes=1000, classifier=None, image_size=224, cpu_fast=False,
                dtype="float32"):
-    """The authors' training graph: ``logits`` followed by SoftmaxOutput ``softmax``."""
-    return mx.sym.SoftmaxOutput(data=logits(network, num_classes, classifier, image_size, cpu_fast, dtype),
-                                name="softmax")
+    """The authors' training graph: ``logits`` (the CPU variant arranged for training) followed by SoftmaxOutput
+    ``softmax``."""
+    return mx.sym.SoftmaxOutput(data=logits(network, num_classes, classifier, image_size, cpu_fast, dtype,
+                                            for_training=True), name="softmax")

@@ -96,12 +96,15 @@ def test_gradients_match_the_authors_graph(steps):
 
 
 def test_inference_outputs_match_the_authors_graph():
-    """In inference mode (running statistics, oneDNN's fused inference kernels) too, for DPN-92's layouts."""
+    """In inference mode (running statistics, oneDNN's fused inference kernels) too, for DPN-92's layouts: both
+    forms as arranged for training, and the fast form as arranged for inference (as prediction runs it)."""
     exact = symbols.get_symbol(DPN92_SHORT, image_size=SIZE)
     args, aux = random_params(exact, seed=4)
     images = np.random.RandomState(5).uniform(-1, 1, (BATCH, 3, SIZE, SIZE))
     outputs = []
-    variants = [(symbols.get_symbol(DPN92_SHORT, image_size=SIZE, cpu_fast=form), "float32") for form in (True, "lean")]
+    for_inference = mx.sym.SoftmaxOutput(symbols.logits(DPN92_SHORT, image_size=SIZE, cpu_fast=True), name="softmax")
+    variants = [(symbols.get_symbol(DPN92_SHORT, image_size=SIZE, cpu_fast=form), "float32")
+                for form in (True, "lean")] + [(for_inference, "float32")]
     for symbol, dtype in [(exact, "float64"), (exact, "float32")] + variants:
         inputs = {n: v.astype(dtype) for n, v in args.items()}
         inputs.update(data=mx.nd.array(images, dtype=dtype), softmax_label=mx.nd.zeros(BATCH, dtype=dtype))

@@ -45,6 +45,9 @@ def parse_args(argv=None):
 def build_symbol(args):
     if args.mode == "score":
         return symbols.score_symbol(args.model, image_size=args.size, cpu_fast=args.cpu_fast)
+    if args.mode == "infer":  # the logits arranged for inference, as tools/predict.py builds them
+        return mx.sym.SoftmaxOutput(symbols.logits(args.model, image_size=args.size, cpu_fast=args.cpu_fast),
+                                    name="softmax")
     return symbols.get_symbol(args.model, image_size=args.size, cpu_fast=args.cpu_fast)
 
 
