@@ -121,6 +121,13 @@ def _plain(x, name):
     return Tensor(mx.sym.transpose(x.sym, axes=(0, 1, 2, 3), name=name), x.channels, False)
 
 
+def _stacked_rows(blocks, in_channels, name):
+    """A 1x1 convolution weight stacked from blocks of weight rows (symbols) and of zero rows (counts)."""
+    parts = [mx.sym.zeros((block, in_channels, 1, 1), name="%s_zero-rows%d" % (name, i)) if isinstance(block, int)
+             else block for i, block in enumerate(blocks)]
+    return mx.sym.Concat(*parts, dim=0, name=name + "_stacked-rows")
+
+
 def _conv_width(x, name, weight, width, stride=1):
     """A 1x1 convolution with ``width`` outputs and the symbol ``weight``; a width that is not a multiple of 16
     runs with zero weight rows up to one (so that its gradient comes back in 16-channel blocks too) and is cut
@@ -128,8 +135,7 @@ def _conv_width(x, name, weight, width, stride=1):
     padded = -(-width // BLOCK) * BLOCK
     if padded == width:
         return _conv(x, name, width, stride=stride, weight=weight)
-    zeros = mx.sym.zeros((padded - width, x.channels, 1, 1), name=name + "_zero-rows")
-    out = _conv(x, name, padded, stride=stride, weight=mx.sym.Concat(weight, zeros, dim=0, name=name + "_rows"))
+    out = _conv(x, name, padded, stride=stride, weight=_stacked_rows([weight, padded - width], x.channels, name))
     return Tensor(mx.sym.slice_axis(out.sym, axis=1, begin=0, end=width, name=name + "_cut"), width, False)
 
 
@@ -226,13 +232,6 @@ def _unit(x, name, r, bw, inc, groups, kind, split_c, for_training):
                           for i, (weight, width) in enumerate(zip(rows, (bw, inc))))
     total = mx.sym.ElementWiseSum(residual.sym, out_res.sym, name=name + "_sum")
     return [Tensor(total, bw, residual.blocked and out_res.blocked), _concat([dense, out_dense], name + "_cat")]
-
-
-def _stacked_rows(blocks, in_channels, name):
-    """A 1x1 convolution weight stacked from blocks of weight rows (symbols) and of zero rows (counts)."""
-    parts = [mx.sym.zeros((block, in_channels, 1, 1), name="%s_zero-rows%d" % (name, i)) if isinstance(block, int)
-             else block for i, block in enumerate(blocks)]
-    return mx.sym.Concat(*parts, dim=0, name=name + "_stacked-rows")
 
 
 def _packed_unit(x, name, r, bw, inc, groups, kind, split_c):
