@@ -4,7 +4,9 @@ from .dpn import (check_image_size, check_num_classes, feature_channels, feature
                   logits, min_image_size)
 from .gluon import dpn_block
 from .meanmax import min_test_size, score_logits, score_symbol
+from .precompute import precompute_weights
 
 __all__ = ["DEFAULT_BATCH", "VARIANTS", "DPNConfig", "default_classifier", "resolve", "check_image_size",
            "check_num_classes", "feature_channels", "feature_size", "features", "get_symbol", "logits",
-           "min_image_size", "min_test_size", "score_logits", "score_symbol", "dpn_block"]
+           "min_image_size", "min_test_size", "score_logits", "score_symbol", "precompute_weights",
+           "dpn_block"]

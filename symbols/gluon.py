@@ -10,7 +10,8 @@ def dpn_block(network="dpn92", num_classes=1000, classifier=None, image_size=224
 
     It wraps the Symbol graph of ``symbols.logits``, so there is one definition of every DPN; its parameters
     are named exactly as in the authors' and our checkpoints, and ``block.load_parameters('dpn92-0000.params')``
-    reads a Module checkpoint (``arg:``/``aux:`` keys) directly.
+    reads a Module checkpoint (``arg:``/``aux:`` keys) directly. ``cpu_fast`` builds the CPU variant arranged for
+    training (its inference arrangement needs its weights precomputed, which a trainable block cannot have).
     """
-    graph = logits(network, num_classes, classifier, image_size, cpu_fast)
+    graph = logits(network, num_classes, classifier, image_size, cpu_fast, for_training=True)
     return gluon.SymbolBlock(graph, mx.sym.var("data", dtype="float32"))

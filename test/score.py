@@ -9,13 +9,12 @@ import argparse
 import json
 import sys
 
-import mxnet as mx
 from tqdm import tqdm
 
 import symbols
 from symbols.cpu_fast import CHOICES, select_variant
 from train import checkpoint, data, devices
-from train.evaluation import evaluate
+from train.evaluation import evaluate, inference_module
 
 
 def parse_args(argv=None):
@@ -62,9 +61,8 @@ def build(args):
     else:
         crops = 1
         batches = data.val_iter(args.data_val, args.batch_size, args.size, threads=args.data_nthreads)
-    module = mx.mod.Module(symbol, context=ctx)
-    module.bind(data_shapes=batches.provide_data, label_shapes=batches.provide_label, for_training=False)
-    module.set_params(ckpt.arg_params, ckpt.aux_params, allow_extra=True)
+    module = inference_module(symbol, ctx, batches.provide_data, batches.provide_label, ckpt.arg_params,
+                              ckpt.aux_params)
     return module, spec, batches, crops
 
 

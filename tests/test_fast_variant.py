@@ -1,4 +1,5 @@
 """The CPU variant (cpu_fast) is the authors' network: same parameter files, outputs and gradients."""
+import json
 import os
 import re
 
@@ -97,22 +98,53 @@ def test_gradients_match_the_authors_graph(steps):
 
 def test_inference_outputs_match_the_authors_graph():
     """In inference mode (running statistics, oneDNN's fused inference kernels) too, for DPN-92's layouts: both
-    forms as arranged for training, and the fast form as arranged for inference (as prediction runs it)."""
+    forms as arranged for training, and the fast form as arranged for inference, its weights precomputed (as
+    prediction and scoring bind it)."""
     exact = symbols.get_symbol(DPN92_SHORT, image_size=SIZE)
     args, aux = random_params(exact, seed=4)
     images = np.random.RandomState(5).uniform(-1, 1, (BATCH, 3, SIZE, SIZE))
-    outputs = []
     for_inference = mx.sym.SoftmaxOutput(symbols.logits(DPN92_SHORT, image_size=SIZE, cpu_fast=True), name="softmax")
-    variants = [(symbols.get_symbol(DPN92_SHORT, image_size=SIZE, cpu_fast=form), "float32")
-                for form in (True, "lean")] + [(for_inference, "float32")]
-    for symbol, dtype in [(exact, "float64"), (exact, "float32")] + variants:
-        inputs = {n: v.astype(dtype) for n, v in args.items()}
+    graphs = [(exact, args, "float64"), (exact, args, "float32")]
+    graphs += [(symbols.get_symbol(DPN92_SHORT, image_size=SIZE, cpu_fast=form), args, "float32")
+               for form in (True, "lean")]
+    graphs.append(symbols.precompute_weights(for_inference, args) + ("float32",))
+    outputs = []
+    for symbol, params, dtype in graphs:
+        inputs = {n: params[n].astype(dtype) for n in symbol.list_arguments() if n in params}
         inputs.update(data=mx.nd.array(images, dtype=dtype), softmax_label=mx.nd.zeros(BATCH, dtype=dtype))
         executor = symbol.bind(mx.cpu(), inputs, aux_states={n: v.astype(dtype) for n, v in aux.items()},
                                grad_req="null")
         outputs.append(executor.forward(is_train=False)[0].asnumpy().astype(np.float64))
     for out in outputs[1:]:
         np.testing.assert_allclose(out, outputs[0], rtol=1e-5, atol=1e-8)
+
+
+def convolution_weights(symbol):
+    """The op of the node that gives each Convolution its weight ("null" for a variable)."""
+    nodes = json.loads(symbol.tojson())["nodes"]
+    return {n["name"]: nodes[n["inputs"][1][0]]["op"] for n in nodes if n["op"] == "Convolution"}
+
+
+def test_precomputed_weights_are_bound_arrays():
+    """The inference arrangement computes convolution weights in the graph (merged groups, weight rows); after
+    precompute_weights every convolution reads a variable, whose value is the computed weight."""
+    for_inference = symbols.logits("dpn68", image_size=SIZE, cpu_fast=True)
+    args, _ = random_params(symbols.get_symbol("dpn68", image_size=SIZE), seed=6)
+    before = convolution_weights(for_inference)
+    assert set(before.values()) - {"null"}, "no computed weights left to test"
+    symbol, params = symbols.precompute_weights(for_inference, args)
+    assert convolution_weights(symbol) == dict.fromkeys(before, "null")
+    merged = params["conv2_x__1_c3x3-b__conv_weight-computed"].asnumpy()  # 4 channels per group, merged 4 by 4
+    grouped = args["conv2_x__1_c3x3-b__conv_weight"].asnumpy()
+    assert merged.shape == (grouped.shape[0], 16, 3, 3)
+    for out in range(merged.shape[0]):
+        group = out // 4 % 4
+        np.testing.assert_array_equal(merged[out, 4 * group:4 * group + 4], grouped[out])
+        assert not np.delete(merged[out], np.s_[4 * group:4 * group + 4], axis=0).any()
+    exact = symbols.logits("dpn68", image_size=SIZE)
+    assert symbols.precompute_weights(exact, args) == (exact, args)
+    with pytest.raises(ValueError, match="missing for the convolution weights: conv2_x__1_c3x3-b__conv_weight"):
+        symbols.precompute_weights(for_inference, {n: v for n, v in args.items() if "c3x3-b" not in n})
 
 
 def test_lean_form_plans_less_memory(monkeypatch):

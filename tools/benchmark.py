@@ -17,6 +17,7 @@ import symbols
 from symbols.cpu_fast import CHOICES, select_variant
 from tools import bench_common
 from train import devices
+from train.evaluation import inference_module
 from train.fit import train_step
 
 VARIANTS = {"exact": "off", "fast": "on", "lean": "lean"}  # --variant -> the entry points' --cpu-fast
@@ -51,15 +52,32 @@ def build_symbol(args):
     return symbols.get_symbol(args.model, image_size=args.size, cpu_fast=args.cpu_fast)
 
 
+def random_params(symbol, data_shape, initializer):
+    """(arguments, auxiliary states) of ``symbol`` for inputs of ``data_shape``, as ``initializer`` sets them."""
+    arg_shapes, _, aux_shapes = symbol.infer_shape(data=data_shape)
+    params, attrs = ({}, {}), symbol.attr_dict()
+    for arrays, names, shapes in ((params[0], symbol.list_arguments(), arg_shapes),
+                                  (params[1], symbol.list_auxiliary_states(), aux_shapes)):
+        for name, shape in zip(names, shapes):
+            if name not in ("data", "softmax_label"):
+                arrays[name] = mx.nd.zeros(shape)
+                initializer(mx.init.InitDesc(name, attrs.get(name)), arrays[name])
+    return params
+
+
 def bound_module(args, symbol, batch):
-    """A Module with random parameters, bound for one synthetic batch of ``batch`` images."""
+    """A Module with random parameters, bound for one synthetic batch of ``batch`` images as the entry point of
+    ``--mode`` binds it."""
+    data_shapes = [("data", (batch, 3, args.size, args.size))]
+    label_shapes = [("softmax_label", (batch,))]
+    initializer = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
+    if args.mode != "train":
+        return inference_module(symbol, args.contexts, data_shapes, label_shapes,
+                                *random_params(symbol, data_shapes[0][1], initializer))
     module = mx.mod.Module(symbol, context=args.contexts)
-    module.bind(data_shapes=[("data", (batch, 3, args.size, args.size))],
-                label_shapes=[("softmax_label", (batch,))], for_training=args.mode == "train")
-    module.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
-    if args.mode == "train":
-        module.init_optimizer(optimizer="sgd",
-                              optimizer_params={"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4})
+    module.bind(data_shapes=data_shapes, label_shapes=label_shapes)
+    module.init_params(initializer)
+    module.init_optimizer(optimizer="sgd", optimizer_params={"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4})
     return module
 
 

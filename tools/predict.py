@@ -18,6 +18,7 @@ import symbols
 from symbols.cpu_fast import CHOICES, select_variant
 from tools.make_rec import IMAGENET_CLASSES, read_class_table
 from train import checkpoint, data, devices
+from train.evaluation import inference_module
 
 
 def parse_args(argv=None):
@@ -60,9 +61,8 @@ def predictor(args, ckpt, spec, ctx, batch, size):
     """A function mapping a (batch, 3, size, size) array to class probabilities (batch, K) as a NumPy array."""
     variant = select_variant(args.cpu_fast, ctx)
     symbol = mx.sym.softmax(symbols.logits(spec.network, spec.num_classes, spec.classifier, size, variant))
-    module = mx.mod.Module(symbol, label_names=None, context=ctx)
-    module.bind(data_shapes=[("data", (batch, 3, size, size))], for_training=False)
-    module.set_params(ckpt.arg_params, ckpt.aux_params, allow_extra=True)
+    module = inference_module(symbol, ctx, [("data", (batch, 3, size, size))], None, ckpt.arg_params,
+                              ckpt.aux_params)
 
     def probabilities(batch):
         module.forward(mx.io.DataBatch([batch]), is_train=False)

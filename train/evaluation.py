@@ -1,8 +1,11 @@
-"""Top-1 / top-5 error of a bound Module over a data iterator, every sample counted exactly once."""
+"""Inference: a Module bound for it, and top-1 / top-5 error over a data iterator, every sample counted once."""
 import time
 from dataclasses import dataclass
 
+import mxnet as mx
 import numpy as np
+
+import symbols
 
 
 @dataclass
@@ -15,6 +18,16 @@ class Scores:
     @property
     def images_per_second(self):
         return self.count / self.seconds if self.seconds else float("nan")
+
+
+def inference_module(symbol, contexts, data_shapes, label_shapes, arg_params, aux_params):
+    """A Module of ``symbol`` bound for inference with these parameters (extra ones are ignored), the convolution
+    weights that the graph computes from them computed once (``symbols.precompute_weights``)."""
+    symbol, arg_params = symbols.precompute_weights(symbol, arg_params)
+    module = mx.mod.Module(symbol, context=contexts, label_names=[name for name, _ in label_shapes or []])
+    module.bind(data_shapes=data_shapes, label_shapes=label_shapes, for_training=False)
+    module.set_params(arg_params, aux_params, allow_extra=True)
+    return module
 
 
 def topk_hits(probabilities, labels, k=5):
