@@ -10,6 +10,7 @@ import pytest
 import symbols
 from symbols.cpu_fast import BIND_ENVIRONMENT, select_variant, use_cpu_fast
 from train import checkpoint
+from train.evaluation import inference_module
 
 # DPN-68 (4 and 8 channels per group: merged groups), DPN-68b (split last 1x1) and a DPN-92 cut to one or two
 # units per stage: 3, 6, 12 and 24 channels per group and the dense growth of 24 (plain-layout units) of DPN-92;
@@ -218,3 +219,24 @@ def test_variant_trains_every_named_dpn(form):
         out = executor.forward(is_train=True)[0]
         executor.backward()
         assert np.isfinite(out.asnumpy()).all(), network
+
+
+def test_inference_arrangement_matches_for_every_named_dpn():
+    """Bound as prediction binds it (train.evaluation.inference_module), the inference arrangement of every
+    variant gives the authors' graph's logits (oneDNN refuses some layout mixes; the sizes differ per variant)."""
+    images = mx.nd.array(np.random.RandomState(7).uniform(-1, 1, (2, 3, 64, 64)))
+    for network in symbols.VARIANTS:
+        exact = symbols.logits(network, 10, image_size=64)
+        rng = np.random.RandomState(8)
+        arg_shapes, _, aux_shapes = exact.infer_shape(data=(2, 3, 64, 64))
+        args = {n: mx.nd.array(rng.normal(0, 0.05, s)) for n, s in zip(exact.list_arguments(), arg_shapes)
+                if n != "data"}
+        aux = {n: mx.nd.array(rng.uniform(0.5, 1.5, s)) for n, s in zip(exact.list_auxiliary_states(), aux_shapes)}
+        logits = []
+        for symbol in (exact, symbols.logits(network, 10, image_size=64, cpu_fast=True)):
+            module = inference_module(symbol, [mx.cpu()], [("data", (2, 3, 64, 64))], None, args, aux)
+            module.forward(mx.io.DataBatch([images]), is_train=False)
+            logits.append(module.get_outputs()[0].asnumpy())
+        np.testing.assert_allclose(logits[1], logits[0], rtol=1e-4, atol=1e-4 * np.abs(logits[0]).max(),
+                                   err_msg=network)
+
