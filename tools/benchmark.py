@@ -16,7 +16,7 @@ import numpy as np
 import symbols
 from symbols.cpu_fast import CHOICES, select_variant
 from tools import bench_common
-from train import devices
+from train import checkpoint, devices
 from train.evaluation import inference_module
 from train.fit import train_step
 
@@ -54,14 +54,12 @@ def build_symbol(args):
 
 def random_params(symbol, data_shape, initializer):
     """(arguments, auxiliary states) of ``symbol`` for inputs of ``data_shape``, as ``initializer`` sets them."""
-    arg_shapes, _, aux_shapes = symbol.infer_shape(data=data_shape)
-    params, attrs = ({}, {}), symbol.attr_dict()
-    for arrays, names, shapes in ((params[0], symbol.list_arguments(), arg_shapes),
-                                  (params[1], symbol.list_auxiliary_states(), aux_shapes)):
-        for name, shape in zip(names, shapes):
-            if name not in ("data", "softmax_label"):
-                arrays[name] = mx.nd.zeros(shape)
-                initializer(mx.init.InitDesc(name, attrs.get(name)), arrays[name])
+    attrs = symbol.attr_dict()
+    params = tuple({name: mx.nd.zeros(shape) for name, shape in shapes.items()}
+                   for shapes in checkpoint.parameter_shapes(symbol, data_shape))
+    for arrays in params:
+        for name, array in arrays.items():
+            initializer(mx.init.InitDesc(name, attrs.get(name)), array)
     return params
 
 

@@ -8,16 +8,15 @@ import json
 import numpy as np
 
 import symbols
+from train import checkpoint
 
 MIB = 2.0 ** 20
 
 
 def parameter_counts(symbol, image_size=224):
     """(argument count, auxiliary count): elements of the learned tensors and of the BN running statistics."""
-    arg_shapes, _, aux_shapes = symbol.infer_shape(data=(1, 3, image_size, image_size))
-    args = sum(int(np.prod(s)) for n, s in zip(symbol.list_arguments(), arg_shapes)
-               if n != "data" and not n.endswith("_label"))
-    return args, sum(int(np.prod(s)) for s in aux_shapes)
+    return tuple(sum(int(np.prod(shape)) for shape in shapes.values())
+                 for shapes in checkpoint.parameter_shapes(symbol, (1, 3, image_size, image_size)))
 
 
 def multiply_adds(symbol, image_size):

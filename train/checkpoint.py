@@ -130,14 +130,20 @@ def classifier_name(arg_params):
     return names[0]
 
 
+def parameter_shapes(symbol, data_shape):
+    """({argument: shape}, {auxiliary state: shape}) of ``symbol`` for inputs of ``data_shape``; the inputs (data
+    and labels) are left out."""
+    arg_shapes, _, aux_shapes = symbol.infer_shape(data=data_shape)
+    args = {name: tuple(shape) for name, shape in zip(symbol.list_arguments(), arg_shapes)
+            if name != "data" and not name.endswith("_label")}
+    return args, {name: tuple(shape) for name, shape in zip(symbol.list_auxiliary_states(), aux_shapes)}
+
+
 def check_fits(symbol, arg_params, aux_params, data_shape, what="the model"):
     """Raise CheckpointError naming the first tensor that is missing or has the wrong shape for ``symbol``."""
-    arg_shapes, _, aux_shapes = symbol.infer_shape(data=data_shape)
-    wanted = list(zip(symbol.list_arguments(), arg_shapes)) + list(zip(symbol.list_auxiliary_states(), aux_shapes))
+    arg_shapes, aux_shapes = parameter_shapes(symbol, data_shape)
     given = dict(arg_params, **aux_params)
-    for name, shape in wanted:
-        if name == "data" or name.endswith("_label"):
-            continue
+    for name, shape in list(arg_shapes.items()) + list(aux_shapes.items()):
         if name not in given:
             raise CheckpointError("checkpoint has no tensor %s %s needed by %s" % (name, tuple(shape), what))
         if tuple(given[name].shape) != tuple(shape):
@@ -148,9 +154,8 @@ def check_fits(symbol, arg_params, aux_params, data_shape, what="the model"):
 def fitting_subset(symbol, arg_params, aux_params, data_shape):
     """The tensors that fit ``symbol`` by name and shape, and the names left out (e.g. a 5k classifier when
     fine-tuning on 1k): how training starts from released weights of a different head."""
-    arg_shapes, _, aux_shapes = symbol.infer_shape(data=data_shape)
-    wanted = dict(zip(symbol.list_arguments(), arg_shapes))
-    wanted.update(zip(symbol.list_auxiliary_states(), aux_shapes))
+    arg_shapes, aux_shapes = parameter_shapes(symbol, data_shape)
+    wanted = dict(arg_shapes, **aux_shapes)
 
     def fits(name, value):
         return tuple(wanted.get(name, ())) == tuple(value.shape)
