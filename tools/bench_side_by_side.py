@@ -42,7 +42,8 @@ def parse_case(text):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help="what to measure, in order")
-    parser.add_argument("--rounds", type=int, default=2, help="runs per framework and case")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs per framework and case (the median of 3 or more ignores one outlying run)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps in each run")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps in each run")
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of every run")
