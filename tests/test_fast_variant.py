@@ -23,13 +23,12 @@ FORMS = {"dpn68": ("dpn68", True), "dpn68-lean": ("dpn68", "lean"), "dpn68b": ("
 BATCH, SIZE = 8, 112
 
 
-def random_params(symbol, seed):
+def random_params(symbol, seed, data_shape=(BATCH, 3, SIZE, SIZE)):
     """Random weights and BN statistics (kept positive) for every parameter of ``symbol``."""
     rng = np.random.RandomState(seed)
-    arg_shapes, _, aux_shapes = symbol.infer_shape(data=(BATCH, 3, SIZE, SIZE))
-    args = {n: mx.nd.array(rng.normal(0, 0.05, s)) for n, s in zip(symbol.list_arguments(), arg_shapes)
-            if n not in ("data", "softmax_label")}
-    aux = {n: mx.nd.array(rng.uniform(0.5, 1.5, s)) for n, s in zip(symbol.list_auxiliary_states(), aux_shapes)}
+    arg_shapes, aux_shapes = checkpoint.parameter_shapes(symbol, data_shape)
+    args = {n: mx.nd.array(rng.normal(0, 0.05, s)) for n, s in arg_shapes.items()}
+    aux = {n: mx.nd.array(rng.uniform(0.5, 1.5, s)) for n, s in aux_shapes.items()}
     return args, aux
 
 
@@ -227,11 +226,7 @@ def test_inference_arrangement_matches_for_every_named_dpn():
     images = mx.nd.array(np.random.RandomState(7).uniform(-1, 1, (2, 3, 64, 64)))
     for network in symbols.VARIANTS:
         exact = symbols.logits(network, 10, image_size=64)
-        rng = np.random.RandomState(8)
-        arg_shapes, _, aux_shapes = exact.infer_shape(data=(2, 3, 64, 64))
-        args = {n: mx.nd.array(rng.normal(0, 0.05, s)) for n, s in zip(exact.list_arguments(), arg_shapes)
-                if n != "data"}
-        aux = {n: mx.nd.array(rng.uniform(0.5, 1.5, s)) for n, s in zip(exact.list_auxiliary_states(), aux_shapes)}
+        args, aux = random_params(exact, seed=8, data_shape=(2, 3, 64, 64))
         logits = []
         for symbol in (exact, symbols.logits(network, 10, image_size=64, cpu_fast=True)):
             module = inference_module(symbol, [mx.cpu()], [("data", (2, 3, 64, 64))], None, args, aux)
