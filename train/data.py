@@ -224,10 +224,9 @@ def train_iter(rec, batch_size, image_size, num_parts=1, part_index=0, batches_p
             random_h=hsl[0], random_s=hsl[1], random_l=hsl[2], inter_method=BICUBIC, verbose=False,
             **_normalisation())
     else:
-        shuffle_seed, augment_seed = np.random.SeedSequence(seed).spawn(2)
-        augmenter = ForkAugmenter(image_size, min_area, max_area, aspect, hsl, mirror, augment_seed)
+        augmenter = ForkAugmenter(image_size, min_area, max_area, aspect, hsl, mirror)
         keys = keys_in_file_order(rec)[part_index * shard[0]:][:shard[part_index]]
-        batches = ThreadedRecordIter(rec, keys, augmenter, batch_size, image_size, threads, shuffle_seed)
+        batches = ThreadedRecordIter(rec, keys, augmenter, batch_size, image_size, threads, seed)
     return mx.io.ResizeIter(batches, batches_per_epoch) if batches_per_epoch else batches
 
 
@@ -245,16 +244,17 @@ class ForkAugmenter:
     The fork resamples the whole image twice (resize to W' x H', then warpAffine); here the crop window is mapped
     back to the original image, rounded to whole pixels, and resized once (bicubic): the same geometry to half a
     source pixel, at a fraction of the cost.
+
+    Every random draw of one sample comes from the generator passed with it, in a fixed order (window, HSL,
+    mirror), so a sample's result depends on that generator alone.
     """
 
-    def __init__(self, image_size, min_area=MIN_AREA, max_area=MAX_AREA, aspect=ASPECT, hsl=HSL, mirror=True,
-                 seed=None):
+    def __init__(self, image_size, min_area=MIN_AREA, max_area=MAX_AREA, aspect=ASPECT, hsl=HSL, mirror=True):
         self.size, self.area, self.aspect, self.hsl, self.mirror = image_size, (min_area, max_area), aspect, hsl, mirror
-        self._rng = np.random.default_rng(seed)  # numpy's generators hold a lock: safe to share between threads
 
-    def window(self, rows, cols):
+    def window(self, rows, cols, rng):
         """(left, top, width, height) in the original image of the fork's random S x S crop."""
-        rng, (lo, hi) = self._rng, self.aspect
+        lo, hi = self.aspect
         ratio = lo + (hi - lo) * (rng.random() + rng.random()) / 2
         w_ratio, h_ratio = (ratio, 1 / ratio) if rng.random() > 0.5 else (1 / ratio, ratio)
         stretched = (cols, rows)
@@ -273,14 +273,13 @@ class ForkAugmenter:
         (left, width), (top, height) = box
         return left, top, width, height
 
-    def __call__(self, record):
+    def __call__(self, record, rng):
         import cv2
         header, encoded = mx.recordio.unpack(record)
         image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             raise DataError("record id %d: the image cannot be decoded" % header.id)
-        left, top, width, height = self.window(*image.shape[:2])
-        rng = self._rng
+        left, top, width, height = self.window(*image.shape[:2], rng)
         crop = cv2.resize(image[top:top + height, left:left + width], (self.size, self.size),
                           interpolation=cv2.INTER_CUBIC)
         if any(self.hsl):
@@ -306,34 +305,47 @@ def hsl_jitter(bgr, offsets):
     return cv2.cvtColor(cv2.LUT(cv2.cvtColor(bgr, cv2.COLOR_BGR2HLS), table), cv2.COLOR_HLS2BGR)
 
 
+def sample_rng(seed, epoch, position):
+    """The generator of one training sample's random draws: a function of the seed, the pass and the sample's
+    position in that pass alone, so that batches depend neither on thread scheduling nor on where a run resumed."""
+    return np.random.default_rng([seed, epoch, position])
+
+
+def pass_order(keys, seed, epoch):
+    """The shuffled order of ``keys`` in pass ``epoch``."""
+    return np.random.default_rng([seed, epoch]).permutation(keys).tolist()
+
+
 class ThreadedRecordIter(mx.io.DataIter):
-    """Batches of ``transform(raw record)`` over ``keys`` of a .rec, shuffled every pass, computed by ``threads``
-    worker threads (OpenCV releases the GIL) one batch ahead. A pass has ceil(len(keys) / batch) batches; the last
-    one is completed from the start of the pass (``pad`` rows, as ImageRecordIter's round_batch)."""
+    """Batches of ``transform(raw record, rng)`` over ``keys`` of a .rec, shuffled every pass, computed by
+    ``threads`` worker threads (OpenCV releases the GIL) one batch ahead; ``rng`` is ``sample_rng(seed, pass,
+    position)``. A pass has ceil(len(keys) / batch) batches; the last one is completed from the start of the pass
+    (``pad`` rows, as ImageRecordIter's round_batch)."""
 
     def __init__(self, rec, keys, transform, batch_size, image_size, threads, seed):
         super().__init__(batch_size)
         rec, idx = rec_paths(rec)
         self._reader, self._lock = mx.recordio.MXIndexedRecordIO(idx, rec, "r"), threading.Lock()
-        self._keys, self._transform, self._rng = list(keys), transform, np.random.default_rng(seed)
+        self._keys, self._transform, self._seed, self._pass = list(keys), transform, seed, -1
         self._workers = concurrent.futures.ThreadPoolExecutor(threads)
         self._pending, self._order, self._queued = collections.deque(), [], 0
         self.provide_data = [mx.io.DataDesc("data", (batch_size, 3, image_size, image_size))]
         self.provide_label = [mx.io.DataDesc("softmax_label", (batch_size,))]
         self.reset()
 
-    def _sample(self, key):
+    def _sample(self, key, rng):
         with self._lock:
             record = self._reader.read_idx(key)
-        return self._transform(record)
+        return self._transform(record, rng)
 
     def _queue_batch(self):
         start = self._queued * self.batch_size
         if start >= len(self._order):
             return
-        keys = [self._order[(start + i) % len(self._order)] for i in range(self.batch_size)]
+        positions = range(start, start + self.batch_size)
         pad = max(0, start + self.batch_size - len(self._order))
-        self._pending.append(([self._workers.submit(self._sample, key) for key in keys], pad))
+        self._pending.append(([self._workers.submit(self._sample, self._order[p % len(self._order)],
+                                                    sample_rng(self._seed, self._pass, p)) for p in positions], pad))
         self._queued += 1
 
     def reset(self):
@@ -341,7 +353,8 @@ class ThreadedRecordIter(mx.io.DataIter):
             for future in futures:
                 future.cancel()
         self._pending.clear()
-        self._order, self._queued = self._rng.permutation(self._keys).tolist(), 0
+        self._pass += 1
+        self._order, self._queued = pass_order(self._keys, self._seed, self._pass), 0
         self._queue_batch()
 
     def next(self):
