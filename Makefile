@@ -14,7 +14,7 @@ $(STAMP): requirements.txt requirements-cuda11.txt pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c requirements.txt -r requirements.txt $(MXNET)==1.9.1 \
 	    $(if $(findstring cu,$(MXNET)),-r requirements-cuda11.txt) -e .
-	$(if $(findstring cu,$(MXNET)),echo 'import tools.cuda_preload' > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dpn_cuda11.pth)
+	$(if $(findstring cu,$(MXNET)),echo 'import dpn_mxnet.cuda_preload' > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dpn_cuda11.pth)
 	$(PY) -c 'import mxnet, numpy; print("mxnet", mxnet.__version__, "numpy", numpy.__version__)'
 	rm -f $(VENV)/.installed-*; touch $@
 

@@ -13,8 +13,8 @@ from tqdm import tqdm
 
 import symbols
 from symbols.cpu_fast import CHOICES, select_variant
-from train import checkpoint, data, devices
-from train.evaluation import evaluate, inference_module
+from dpn_mxnet import checkpoint, data, devices
+from dpn_mxnet.evaluation import evaluate, inference_module
 
 
 def parse_args(argv=None):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tools.sample_photos import NAMES, sample_photo
+from dpn_mxnet.sample_photos import NAMES, sample_photo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PHOTO_CLASSES = ("n01440764", "n01443537", "n01484850")  # labels 0, 1, 2 of the ImageNet-1k index

@@ -51,7 +51,7 @@ def main():
 
     import mxnet as mx
 
-    from tools.supervisor import announce_rank
+    from dpn_mxnet.launcher.supervisor import announce_rank
 
     kv = mx.kv.create("dist_sync")
     announce_rank(kv)

@@ -17,8 +17,8 @@ import mxnet as mx
 import numpy as np
 
 from tools.make_rec import list_class_folders, pack_split
-from tools.sample_photos import NAMES, sample_photo
-from train import data
+from dpn_mxnet.sample_photos import NAMES, sample_photo
+from dpn_mxnet import data
 
 
 def pack_photos(folder, records, short_side):

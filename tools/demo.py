@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from train import checkpoint, data
+from dpn_mxnet import checkpoint, data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # A small DPN for 32x32 images: two stages (1 and 2 dual-path blocks), so that the features are still 4x4 and

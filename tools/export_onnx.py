@@ -14,7 +14,7 @@ import mxnet as mx
 import numpy as np
 
 import symbols
-from train import checkpoint
+from dpn_mxnet import checkpoint
 
 
 def parse_args(argv=None):

@@ -11,7 +11,7 @@ On top of them the shim
   ``--host-ip 127.0.0.1`` keeps a local job on loopback;
 * runs COMMAND with this environment's absolute Python (a leading ``python``/``python3`` becomes
   ``sys.executable``: the ssh launcher does not forward PATH), passes every argument literally, and starts it
-  through ``tools/remote_guard.py`` so that it dies with its launcher or its ssh connection;
+  through ``dpn_mxnet/launcher/remote_guard.py`` so that it dies with its launcher or its ssh connection;
 * checks every hostfile line (``host`` or ``host:port``; blank lines and ``#`` comments are skipped) with a
   non-interactive ssh before anything starts;
 * supervises every process of the job (``tools.supervisor``): the first non-zero exit prints one line naming the
@@ -33,9 +33,9 @@ from dmlc_tracker import local as dmlc_local
 from dmlc_tracker import ssh as dmlc_ssh
 from dmlc_tracker import tracker as dmlc_tracker
 
-from tools import remote_guard
-from tools.ssh_hosts import HostfileError, check_hosts, read_hostfile, write_hostfile
-from tools.supervisor import Supervisor
+from dpn_mxnet.launcher import remote_guard
+from dpn_mxnet.launcher.hostfile import HostfileError, check_hosts, read_hostfile, write_hostfile
+from dpn_mxnet.launcher.supervisor import Supervisor
 
 PROGRAM = "launch.py"
 _ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=")

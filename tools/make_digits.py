@@ -16,7 +16,7 @@ import pathlib
 import numpy as np
 
 from tools.make_rec import make_rec
-from train.data import DataError, check_rec
+from dpn_mxnet.data import DataError, check_rec
 
 VAL_EVERY = 5
 

@@ -21,7 +21,7 @@ import sys
 
 import mxnet as mx
 
-from train.data import DataError, check_rec
+from dpn_mxnet.data import DataError, check_rec
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 IMAGENET_CLASSES = REPO / "data_lists" / "imagenet1k_classes.txt"

@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
-from train.fit import SUMMARY_TAG  # noqa: E402
+from dpn_mxnet.fit import SUMMARY_TAG  # noqa: E402
 
 
 def read_summaries(path):

@@ -17,8 +17,8 @@ import numpy as np
 import symbols
 from symbols.cpu_fast import CHOICES, select_variant
 from tools.make_rec import IMAGENET_CLASSES, read_class_table
-from train import checkpoint, data, devices
-from train.evaluation import inference_module
+from dpn_mxnet import checkpoint, data, devices
+from dpn_mxnet.evaluation import inference_module
 
 
 def parse_args(argv=None):

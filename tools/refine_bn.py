@@ -17,7 +17,7 @@ import mxnet as mx
 import numpy as np
 
 import symbols
-from train import checkpoint, data
+from dpn_mxnet import checkpoint, data
 
 
 def parse_args(argv=None):

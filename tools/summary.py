@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 import symbols
-from train import checkpoint
+from dpn_mxnet import checkpoint
 
 MIB = 2.0 ** 20
 

@@ -13,10 +13,10 @@ import mxnet as mx
 
 import symbols
 from symbols.cpu_fast import CHOICES, select_variant
-from tools import bench_common
-from tools.supervisor import announce_rank
-from train import checkpoint, data, devices
-from train.fit import fit, learning_rate_schedule, train_step
+from dpn_mxnet import benchmarking
+from dpn_mxnet.launcher.supervisor import announce_rank
+from dpn_mxnet import checkpoint, data, devices
+from dpn_mxnet.fit import fit, learning_rate_schedule, train_step
 
 # The paper's rate: 0.316 (sqrt 0.1) for a global batch of 1280, scaled linearly to the actual global batch.
 REFERENCE_LR, REFERENCE_BATCH = 0.316, 1280
@@ -236,7 +236,7 @@ def main(argv=None):
 
 def benchmark(args, ctx, module, batch):
     """Time training steps on one synthetic batch; print a row in the columns of the authors' speed table."""
-    images_per_second = batch.data[0].shape[0] / statistics.median(bench_common.step_times(
+    images_per_second = batch.data[0].shape[0] / statistics.median(benchmarking.step_times(
         lambda: train_step(module, batch, wait=True), warmup=2, repeats=args.benchmark_batches))
     print("| model | batch/device | devices | kvstore | memory (MiB) | img/s |")
     print("|---|---:|---:|---|---:|---:|")

@@ -2,7 +2,7 @@
 prediction and the benchmarks."""
 import mxnet as mx
 
-from tools import bench_common
+from dpn_mxnet import benchmarking
 
 
 def contexts(gpus):
@@ -23,4 +23,4 @@ def peak_memory_mb(ctx):
     the peak), or this process's peak resident memory on CPUs."""
     if ctx[0].device_type == "gpu":
         return max((total - free) / 2 ** 20 for free, total in (mx.context.gpu_memory_info(c.device_id) for c in ctx))
-    return bench_common.peak_memory_mb()
+    return benchmarking.peak_memory_mb()
