@@ -6,7 +6,7 @@ PY     := $(abspath $(VENV))/bin/python
 MXNET  ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo mxnet-cu112 || echo mxnet)
 STAMP  := $(VENV)/.installed-$(MXNET)
 
-.PHONY: setup test demo rec train bench bench-timm
+.PHONY: setup lint test demo rec train bench bench-timm
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-cuda11.txt pyproject.toml
@@ -22,7 +22,11 @@ $(STAMP): requirements.txt requirements-cuda11.txt pyproject.toml
 demo: setup
 	$(PY) tools/demo.py
 
-test: setup
+# The import contracts of pyproject.toml (entry points -> dpn_mxnet -> symbols, no cycles), then the test suite.
+lint: setup
+	$(abspath $(VENV))/bin/lint-imports
+
+test: lint
 	$(PY) -m pytest -q tests
 
 # ImageNet-style folder -> train/val .lst/.rec/.idx: make rec DATA=/data/imagenet OUT=/data/rec
