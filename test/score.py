@@ -13,13 +13,13 @@ from tqdm import tqdm
 
 import symbols
 from symbols.cpu_fast import CHOICES, select_variant
-from train import checkpoint, data, devices
+from train import checkpoint, cli, data, devices
 from train.evaluation import evaluate, inference_module
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--prefix", required=True, help="checkpoint prefix, e.g. models/dpn92 for dpn92-0000.params")
     parser.add_argument("--epoch", type=int, default=0, help="checkpoint epoch")
     parser.add_argument("--model", help="network (default: from the checkpoint: our -model.json, else by matching "

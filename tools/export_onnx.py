@@ -14,12 +14,12 @@ import mxnet as mx
 import numpy as np
 
 import symbols
-from train import checkpoint
+from train import checkpoint, cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--prefix", required=True, help="checkpoint prefix")
     parser.add_argument("--epoch", type=int, default=0, help="checkpoint epoch")
     parser.add_argument("--model", help="network (default: read from the checkpoint)")

@@ -21,6 +21,7 @@ import sys
 
 import mxnet as mx
 
+from train import cli
 from train.data import DataError, check_rec
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -275,8 +276,8 @@ def make_rec(data, out, classes=IMAGENET_CLASSES, val_labels=None, train_labels=
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", help="folder with train/ and/or val/")
     parser.add_argument("out", help="output folder for train.{lst,rec,idx} and val.{lst,rec,idx}")
     parser.add_argument("--classes", default=str(IMAGENET_CLASSES),

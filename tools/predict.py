@@ -17,13 +17,13 @@ import numpy as np
 import symbols
 from symbols.cpu_fast import CHOICES, select_variant
 from tools.make_rec import IMAGENET_CLASSES, read_class_table
-from train import checkpoint, data, devices
+from train import checkpoint, cli, data, devices
 from train.evaluation import inference_module
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, BMP, ...)")
     parser.add_argument("--prefix", required=True, help="checkpoint prefix, e.g. models/dpn92 for dpn92-0000.params")
     parser.add_argument("--epoch", type=int, default=0, help="checkpoint epoch")

@@ -3,7 +3,8 @@
 ``Supervisor`` stands in for the ``subprocess`` module inside ``dmlc_tracker`` (``call`` and ``check_call`` are all
 the tracker uses). Every command the tracker starts (scheduler, servers, workers, local or over ssh) runs in its own
 session with a pipe on stdin, and its output is relayed line by line behind a ``[role rank@host]`` prefix. The first
-non-zero exit prints one line naming the process and its exit status, then the job is stopped: every stdin pipe is
+non-zero exit prints one line naming the process, its exit status and its last line on stderr (the cause it
+printed, e.g. ``error: ...``), then the job is stopped: every stdin pipe is
 closed (``tools.remote_guard`` then stops the process, here or at the far end of an ssh connection) and whatever is
 still running after ``STOP_GRACE_S`` is killed with its process group.
 
@@ -44,6 +45,13 @@ def describe_exit(returncode):
     return "exit code %d" % returncode
 
 
+def _killed_from_outside(returncode):
+    """Whether an exit status means a kill by SIGKILL, SIGTERM, SIGINT or SIGHUP (then its last words are not the
+    cause), directly or as 128+N."""
+    number = -returncode if returncode < 0 else returncode - 128
+    return number in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def _signal_name(number):
     try:
         return signal.Signals(number).name
@@ -71,6 +79,7 @@ class JobProcess:
     def __init__(self, popen, role, host):
         self.popen, self.role, self.host = popen, role, host
         self.rank = None
+        self.last_error = None  # its last line on stderr: what it said before failing
         self.relays = []
         self.handled = threading.Event()  # set once its exit status has been acted upon
 
@@ -111,7 +120,8 @@ class Supervisor:
         for relay in process.relays:
             relay.join(DRAIN_S)
         if returncode != 0:
-            self.stop("%s failed: %s" % (process.name, describe_exit(returncode)))
+            said = process.last_error if process.last_error and not _killed_from_outside(returncode) else None
+            self.stop("%s failed: %s%s" % (process.name, describe_exit(returncode), ": " + said if said else ""))
         process.handled.set()
         if self.stopping:
             self._park()
@@ -144,12 +154,11 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 pass
         for process in processes:
-            if process.popen.poll() is None:
-                try:
-                    os.killpg(process.popen.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.popen.wait()
+            try:  # the whole group, also where its leader (the guard) is gone but what it started is not
+                os.killpg(process.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.popen.wait()
         self._stopped.set()
 
     def finish(self, timeout=FINISH_TIMEOUT_S):
@@ -177,16 +186,19 @@ class Supervisor:
         if stopping:
             self._park()
         for stream, sink in ((popen.stdout, sys.stdout.buffer), (popen.stderr, sys.stderr.buffer)):
-            relay = threading.Thread(target=self._relay, args=(process, stream, sink), daemon=True)
+            relay = threading.Thread(target=self._relay, args=(process, stream, sink, stream is popen.stderr),
+                                     daemon=True)
             relay.start()
             process.relays.append(relay)
         return process
 
-    def _relay(self, process, stream, sink):
+    def _relay(self, process, stream, sink, errors):
         for line in iter(stream.readline, b""):
             marker = _MARKER.match(line)
             if marker:
                 process.rank = int(marker.group(1))
+            if errors and line.strip():
+                process.last_error = line.decode(errors="replace").strip()
             with self._output_lock:
                 try:
                     sink.write(process.prefix + line.rstrip(b"\n") + b"\n")
