@@ -116,14 +116,15 @@ def hold_port(host_ip, folder=PORT_LOCKS):
     dmlc_tracker takes the first port it can bind and closes it again; the scheduler binds it seconds later, so two
     jobs started together would take the same one. Here a port is taken only with an exclusive lock on
     ``folder/PORT.lock`` (``flock``, released by the kernel when this launcher exits, however it ends) and when it
-    can be bound; the lock file descriptor stays open on purpose."""
+    can be bound; the lock file descriptor stays open on purpose. The search runs down from the top of
+    dmlc_tracker's range, away from launchers without these locks (MXNet's own), which search up from its bottom."""
     os.makedirs(folder, exist_ok=True)
     try:
         os.chmod(folder, 0o1777)  # every user's launchers share the locks
     except PermissionError:
         pass
     family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
-    for port in SCHEDULER_PORTS:
+    for port in reversed(SCHEDULER_PORTS):
         lock = os.open(os.path.join(folder, "%d.lock" % port), os.O_RDONLY | os.O_CREAT, 0o666)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -23,6 +23,8 @@ RANK_MARKER = "@launch: kvstore rank"
 STOP_GRACE_S = 10.0       # remote_guard gives its command 3 s after SIGTERM; ssh needs a little more
 FINISH_TIMEOUT_S = 30.0   # how long processes may outlive the scheduler at the normal end of a job
 DRAIN_S = 2.0             # how long to wait for the last output of a process that has exited
+SETTLE_S = 1.0            # failures this close together are one event, named after its likely cause
+_ROLE_ORDER = {"worker": 0, "server": 1, "scheduler": 2}
 
 _SSH_ROLE = re.compile(r"export DMLC_ROLE=(\w+);")
 _SSH_HOST = re.compile(r"export DMLC_NODE_HOST=(\S+);")
@@ -79,6 +81,7 @@ class JobProcess:
     def __init__(self, popen, role, host):
         self.popen, self.role, self.host = popen, role, host
         self.rank = None
+        self.returncode = self.exited = None
         self.last_error = None  # its last line on stderr: what it said before failing
         self.relays = []
         self.handled = threading.Event()  # set once its exit status has been acted upon
@@ -103,6 +106,7 @@ class Supervisor:
         self.program = program
         self.failure = None
         self._processes = []
+        self._failures = []
         self._lock = threading.Lock()
         self._output_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -116,16 +120,31 @@ class Supervisor:
     def call(self, args, shell=False, executable=None, env=None, **_ignored):
         """``subprocess.call`` for the tracker: run, relay, wait. After a failure it never returns (see ``_park``)."""
         process = self._start(args, shell, executable, env)
-        returncode = process.popen.wait()
+        returncode = process.returncode = process.popen.wait()
+        process.exited = time.monotonic()
         for relay in process.relays:
             relay.join(DRAIN_S)
         if returncode != 0:
-            said = process.last_error if process.last_error and not _killed_from_outside(returncode) else None
-            self.stop("%s failed: %s%s" % (process.name, describe_exit(returncode), ": " + said if said else ""))
+            with self._lock:
+                self._failures.append(process)
+            time.sleep(SETTLE_S)
+            self.stop(self._cause())
         process.handled.set()
         if self.stopping:
             self._park()
         return returncode
+
+    def _cause(self):
+        """The failure line for the failures so far. One failure brings down its peers within moments (ps-lite
+        aborts a scheduler or server whose peer is gone), so the likely cause comes first: a process killed from
+        outside or exiting with an error of its own before one that aborted, a worker before a server before the
+        scheduler, then the first to exit."""
+        with self._lock:
+            process = min(self._failures, key=lambda p: (
+                not (_killed_from_outside(p.returncode) or 0 < p.returncode <= 128),
+                _ROLE_ORDER.get(p.role, len(_ROLE_ORDER)), p.exited))
+        said = process.last_error if not _killed_from_outside(process.returncode) else None
+        return "%s failed: %s%s" % (process.name, describe_exit(process.returncode), ": " + said if said else "")
 
     # A non-zero exit stops the job and never returns, so check_call has nothing left to raise.
     check_call = call

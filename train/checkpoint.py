@@ -15,6 +15,8 @@ import mxnet as mx
 
 import symbols
 
+from .checks import describe_error
+
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or does not fit the requested model."""
@@ -45,6 +47,8 @@ def atomic_write(path, write):
     try:
         write(tmp)
         os.replace(tmp, path)
+    except (OSError, mx.base.MXNetError) as error:  # e.g. a full disk
+        raise CheckpointError("%s: cannot write it: %s" % (path, describe_error(error))) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

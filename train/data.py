@@ -36,10 +36,10 @@ class DataError(ValueError):
 
 
 class UndecodableImage(DataError):
-    """A record whose image bytes OpenCV cannot decode (``record_id`` is its IRHeader id)."""
+    """An image that cannot be decoded: an image file, or the record whose IRHeader id is ``record_id``."""
 
-    def __init__(self, record_id):
-        super().__init__("record id %d is not a decodable image" % record_id)
+    def __init__(self, message, record_id=None):
+        super().__init__(message)
         self.record_id = record_id
 
 
@@ -388,7 +388,7 @@ class ForkAugmenter:
         header, encoded = mx.recordio.unpack(record)
         image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
-            raise UndecodableImage(header.id)
+            raise UndecodableImage("record id %d is not a decodable image" % header.id, header.id)
         left, top, width, height = self.window(*image.shape[:2], rng)
         crop = cv2.resize(image[top:top + height, left:left + width], (self.size, self.size),
                           interpolation=cv2.INTER_CUBIC)
@@ -599,10 +599,14 @@ def load_image(path, image_size, resize=None):
     ``resize`` (default ``image_size``), centre ``image_size`` crop, RGB, (pixel - MEAN_RGB) * SCALE."""
     if not os.path.isfile(path):
         raise DataError("%s: no such image file" % path)
+    with open(path, "rb") as head:
+        known = is_image_signature(head.read(SIGNATURE_BYTES))
     try:
+        if not known:  # MXNet would log its own complaint first
+            raise mx.base.MXNetError("unknown image format")
         image = mx.image.imread(path)  # RGB, HWC, uint8
     except mx.base.MXNetError:
-        raise DataError("%s: not an image MXNet can decode (JPEG, PNG, BMP, ...)" % path) from None
+        raise UndecodableImage("%s: not an image MXNet can decode (JPEG, PNG, BMP, ...)" % path) from None
     image = mx.image.resize_short(image, resize or image_size, interp=BICUBIC)
     image, _ = mx.image.center_crop(image, (image_size, image_size))
     normalised = (image.astype("float32") - mx.nd.array(MEAN_RGB)) * SCALE
