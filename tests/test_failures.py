@@ -256,7 +256,7 @@ def test_make_rec_refuses_an_image_it_cannot_decode(tmp_path):
 
 def test_record_signatures_of_every_format_opencv_writes(tmp_path):
     import cv2
-    image = np.random.RandomState(0).randint(0, 255, (16, 16, 3)).astype(np.uint8)
+    image = np.random.RandomState(0).randint(0, 255, (64, 64, 3)).astype(np.uint8)
     for ext in (".jpg", ".png", ".bmp", ".tiff", ".webp", ".ppm", ".pgm", ".jp2", ".ras", ".hdr", ".pfm"):
         pixels = {".hdr": image.astype(np.float32) / 255, ".pfm": image.astype(np.float32) / 255,
                   ".pgm": image[:, :, 0]}.get(ext, image)
