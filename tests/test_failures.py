@@ -401,3 +401,11 @@ def test_every_entry_point_refuses_abbreviated_flags():
                 assert ast.unparse(node.func) == "cli.ArgumentParser", "%s builds %s" % (path, ast.unparse(node.func))
                 parsers += 1
     assert parsers >= 15
+
+
+def test_cxx_check_failures_are_described_in_one_line():
+    from train.checks import describe_error
+    with pytest.raises(mx.base.MXNetError) as error:
+        mx.nd.save("/nonexistent-folder/x.params", {"x": mx.nd.ones(1)})
+    assert describe_error(error.value) == ('LocalFileSystem: Check failed: allow_null: :Open '
+                                           '"/nonexistent-folder/x.params": No such file or directory')

@@ -87,23 +87,35 @@ def predict(args):
     table = class_table(args.classes, spec.num_classes)
     ctx = args.contexts
     step = args.batch_size * len(ctx)
+    skipped = []
+
+    def skip(error):
+        if args.bad_records == "stop":
+            raise error
+        print("skipping %s" % error, file=sys.stderr)
+        skipped.append(str(error))
+
+    paths = []
+    for path in args.images:  # before any work: a first look at every file
+        try:
+            data.check_image_file(path)
+            paths.append(path)
+        except data.UndecodableImage as error:
+            skip(error)
     forward = predictor(args, ckpt, spec, ctx, step, size)
-    results, skipped = [], []
-    for start in range(0, len(args.images), step):
+    results = []
+    for start in range(0, len(paths), step):
         loaded = []
-        for path in args.images[start:start + step]:
+        for path in paths[start:start + step]:
             try:
                 loaded.append((path, data.load_image(path, size, args.resize)))
-            except data.UndecodableImage as err:
-                if args.bad_records == "stop":
-                    raise
-                print("skipping %s" % err, file=sys.stderr)
-                skipped.append(str(err))
+            except data.UndecodableImage as error:
+                skip(error)
         if not loaded:
             continue
-        paths, images = zip(*loaded)
+        names, images = zip(*loaded)
         padding = [images[0]] * (step - len(images))  # the module is bound for full batches
-        for path, row in zip(paths, forward(mx.nd.concat(*images, *padding, dim=0))):
+        for path, row in zip(names, forward(mx.nd.concat(*images, *padding, dim=0))):
             best = np.argsort(-row)[:args.top]
             results.append((path, [(float(row[k]), *table[k]) for k in best]))
     return results, skipped
