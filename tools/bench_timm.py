@@ -13,10 +13,11 @@ import torch
 from timm.layers import apply_test_time_pool
 
 from dpn_mxnet import benchmarking
+from dpn_mxnet import cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     benchmarking.add_arguments(parser)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads; default: OMP_NUM_THREADS as PyTorch reads it")

@@ -16,7 +16,7 @@ import numpy as np
 import symbols
 from symbols.cpu_fast import CHOICES, select_variant
 from dpn_mxnet import benchmarking
-from dpn_mxnet import checkpoint, devices
+from dpn_mxnet import checkpoint, cli, devices
 from dpn_mxnet.evaluation import inference_module
 from dpn_mxnet.fit import train_step
 
@@ -24,7 +24,7 @@ VARIANTS = {"exact": "off", "fast": "on", "lean": "lean"}  # --variant -> the en
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     benchmarking.add_arguments(parser)
     parser.add_argument("--gpus", default="", help="GPU ids such as 0,1; empty runs on the CPU")
     parser.add_argument("--variant", choices=["auto"] + list(VARIANTS), default="auto",

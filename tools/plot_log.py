@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
+from dpn_mxnet import cli  # noqa: E402
 from dpn_mxnet.fit import SUMMARY_TAG  # noqa: E402
 
 
@@ -49,8 +50,8 @@ def plot(summaries, out, title):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("log", help="training log written by train/train_imagenet.py")
     parser.add_argument("-o", "--out", help="PNG to write (default: the log's name with .png)")
     args = parser.parse_args()

@@ -6,8 +6,11 @@
 import argparse
 import logging
 import os
+import socket
 import statistics
 import sys
+import tempfile
+import traceback
 
 import mxnet as mx
 
@@ -15,7 +18,8 @@ import symbols
 from symbols.cpu_fast import CHOICES, select_variant
 from dpn_mxnet import benchmarking
 from dpn_mxnet.launcher.supervisor import announce_rank
-from dpn_mxnet import checkpoint, data, devices
+from dpn_mxnet import checkpoint, cli, data, devices
+from dpn_mxnet.checks import UsageError, check_devices, check_launched, check_output_folder, check_positive, describe_error
 from dpn_mxnet.fit import fit, learning_rate_schedule, train_step
 
 # The paper's rate: 0.316 (sqrt 0.1) for a global batch of 1280, scaled linearly to the actual global batch.
@@ -23,8 +27,8 @@ REFERENCE_LR, REFERENCE_BATCH = 0.316, 1280
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     model = parser.add_argument_group("model")
     model.add_argument("--network", default="dpn92",
                        help="one of %s, or a JSON DPN configuration" % ", ".join(symbols.VARIANTS))
@@ -42,6 +46,9 @@ def parse_args(argv=None):
     io.add_argument("--data-train", help="training .rec (its .idx beside it)")
     io.add_argument("--data-val", help="validation .rec (its .idx beside it); empty = no validation")
     io.add_argument("--data-nthreads", type=int, default=4, help="decode threads per iterator")
+    io.add_argument("--bad-records", default="stop", choices=data.BAD_RECORDS,
+                    help="records whose image cannot be decoded: stop with their name, or skip them (training "
+                         "then reads a copy of the .rec without them, written to a temporary folder)")
     io.add_argument("--aug", default="stock", choices=data.AUGMENTATIONS,
                     help="stock: MXNet's ImageRecordIter augmenters; fork: the crop geometry of the authors' fork "
                          "(see data_lists/README.md)")
@@ -87,13 +94,9 @@ def parse_args(argv=None):
         symbols.check_image_size(args.config, args.image_size)
     except ValueError as err:
         parser.error("--network/--num-classes/--image-size: %s" % err)
-    try:
-        args.contexts = devices.contexts(args.gpus)
-        args.cpu_fast = select_variant(args.cpu_fast, args.contexts, args.dtype)
-    except ValueError as err:
-        parser.error(str(err))
     args.name = args.network if args.network in symbols.VARIANTS else "dpn-custom"
-    args.batch_size = args.batch_size or symbols.DEFAULT_BATCH.get(args.network, 32)
+    if args.batch_size is None:
+        args.batch_size = symbols.DEFAULT_BATCH.get(args.network, 32)
     args.kv_store = args.kv_store or ("device" if args.gpus else "local")
     args.model_prefix = args.model_prefix or os.path.join("checkpoints", args.name)
     try:
@@ -104,6 +107,21 @@ def parse_args(argv=None):
         parser.error("--batch-size, --num-epochs and --save-period must be positive")
     if not args.benchmark and not args.data_train:
         parser.error("--data-train is required (or --benchmark for synthetic data)")
+    try:
+        check_positive("--lr", args.lr)
+        args.contexts = devices.contexts(args.gpus)
+        check_devices(args.contexts, args.dtype)
+        args.cpu_fast = select_variant(args.cpu_fast, args.contexts, args.dtype)
+        check_launched(args.kv_store)
+    except ValueError as err:
+        parser.error(str(err))
+    if not args.benchmark:
+        try:
+            check_output_folder(os.path.dirname(os.path.abspath(args.model_prefix)), "--model-prefix", create=True)
+            if args.log_file:
+                check_output_folder(os.path.dirname(os.path.abspath(args.log_file)), "--log-file", create=True)
+        except UsageError as err:
+            parser.exit(1, "error: %s\n" % err)
     return args
 
 
@@ -117,7 +135,7 @@ def resume_epoch(args):
     try:
         return int(args.resume)
     except ValueError:
-        sys.exit("--resume: expected 'auto' or an epoch number, got %r" % args.resume)
+        raise UsageError("--resume: expected 'auto' or an epoch number, got %r" % args.resume) from None
 
 
 def initial_params(args, symbol, data_shape, begin_epoch, logger):
@@ -129,11 +147,10 @@ def initial_params(args, symbol, data_shape, begin_epoch, logger):
         logger.info("resuming from %s", checkpoint.params_path(args.model_prefix, begin_epoch))
         return saved.arg_params, saved.aux_params
     if args.pretrained:
-        arg_params, aux_params, skipped = checkpoint.fitting_subset(
-            symbol, *checkpoint.load_params(args.pretrained), data_shape)
-        logger.info("initial weights from %s: %d tensors, left to the initializer: %s", args.pretrained,
-                    len(arg_params) + len(aux_params), ", ".join(skipped) or "none")
-        return arg_params, aux_params
+        classifier = args.classifier or symbols.default_classifier(args.config, args.num_classes)
+        weights = checkpoint.pretrained_subset(args.pretrained, symbol, classifier, data_shape, args.name)
+        logger.info("initial weights from %s: %s", args.pretrained, weights.summary)
+        return weights.arg_params, weights.aux_params
     return None, None
 
 
@@ -148,6 +165,24 @@ def setup_logging(args, rank):
         handler.setFormatter(logging.Formatter(fmt))
         logging.getLogger().addHandler(handler)
     return logger
+
+
+def readable_data(args, kv, scratch, logger):
+    """Check the .rec files (labels, record heads, image signatures) and, with --bad-records skip, switch to copies
+    without the undecodable records; returns the reports of the skipped records."""
+    skipped = []
+    # every record head of the training set: once per job is enough, unless every worker must leave out the same
+    # records
+    check_train = args.data_train and not args.benchmark and (kv.rank == 0 or args.bad_records == "skip")
+    for flag, check in (("data_val", bool(args.data_val)), ("data_train", check_train)):
+        if check:
+            rec, reports = data.readable_rec(getattr(args, flag), args.num_classes, args.bad_records,
+                                             tempfile.mkdtemp(dir=scratch))
+            for report in reports:
+                logger.warning("skipping %s", report)
+            setattr(args, flag, rec)
+            skipped += reports
+    return skipped
 
 
 def training_batches(args, kv, ctx, data_shape):
@@ -167,10 +202,51 @@ def training_batches(args, kv, ctx, data_shape):
 
 
 def main(argv=None):
+    """Train; any error ends this process at once with one line (see ``end_on_error``)."""
     args = parse_args(argv)
+    process = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="train-") as scratch:
+            train(args, scratch, process)
+    except BaseException as error:
+        end_on_error(error, process.get("name"))
+
+
+def end_on_error(error, name=None):
+    """Print one line naming this process (``name``, e.g. its kvstore rank) and the cause, then exit 1 at once.
+
+    ``os._exit`` skips the destructor of a dist kvstore, which waits in a barrier for every other process of the
+    job: they are waiting for this one, so a normal exit would hang the job; the launcher stops the others.
+    Unexpected error types (bugs) print their traceback first.
+    """
+    if isinstance(error, SystemExit) and error.code in (None, 0):
+        status, cause = 0, None
+    elif isinstance(error, SystemExit):
+        status, cause = error.code if isinstance(error.code, int) else 1, error.code
+        cause = None if isinstance(cause, int) else str(cause)
+    elif isinstance(error, KeyboardInterrupt):
+        status, cause = 130, "interrupted"
+    else:
+        expected = (data.DataError, checkpoint.CheckpointError, UsageError, OSError, mx.base.MXNetError)
+        if not isinstance(error, expected):
+            traceback.print_exception(error)
+        status, cause = 1, describe_error(error)
+    if cause:
+        cause = cause[len("error: "):] if cause.startswith("error: ") else cause
+        print("error: %s%s" % ("%s: " % name if name else "", cause), file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def train(args, scratch, process):
+    """The training run; ``process["name"]`` is set to this worker's kvstore rank and host once known."""
     kv = mx.kv.create(args.kv_store)
     if "dist" in args.kv_store:
         announce_rank(kv)
+        process["name"] = "worker rank %d of %d on %s" % (kv.rank, kv.num_workers,
+                                                          os.environ.get("DMLC_NODE_HOST") or socket.gethostname())
     logger = setup_logging(args, kv.rank)
     ctx = args.contexts
     mx.random.seed(args.seed)  # every worker initialises identically
@@ -180,18 +256,17 @@ def main(argv=None):
                                 args.dtype)
     exact = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.image_size)
 
-    try:
-        if args.data_val:
-            data.check_rec(args.data_val, args.num_classes)
-        if args.data_train and kv.rank == 0:  # every record head of the training set: once per job is enough
-            data.check_rec(args.data_train, args.num_classes)
-        train_batches, per_epoch = training_batches(args, kv, ctx, data_shape)
-        val_batches = (data.val_iter(args.data_val, data_shape[0], args.image_size, threads=args.data_nthreads)
-                       if args.data_val and kv.rank == 0 and not args.benchmark else None)
-        begin_epoch = 0 if args.benchmark else resume_epoch(args)
-        arg_params, aux_params = initial_params(args, exact, data_shape, begin_epoch, logger)
-    except (data.DataError, checkpoint.CheckpointError) as err:
-        sys.exit("error: %s" % err)
+    if kv.rank == 0 and not args.benchmark:
+        removed = checkpoint.remove_stale_temporaries(args.model_prefix)
+        if removed:
+            logger.info("removed %d temporary files of interrupted checkpoint writes under %s", removed,
+                        args.model_prefix)
+    skipped = readable_data(args, kv, scratch, logger)
+    train_batches, per_epoch = training_batches(args, kv, ctx, data_shape)
+    val_batches = (data.val_iter(args.data_val, data_shape[0], args.image_size, threads=args.data_nthreads)
+                   if args.data_val and kv.rank == 0 and not args.benchmark else None)
+    begin_epoch = 0 if args.benchmark else resume_epoch(args)
+    arg_params, aux_params = initial_params(args, exact, data_shape, begin_epoch, logger)
 
     global_batch = data_shape[0] * (kv.num_workers if "dist" in args.kv_store else 1)
     base_lr = args.lr if args.lr is not None else REFERENCE_LR * global_batch / REFERENCE_BATCH
@@ -232,6 +307,8 @@ def main(argv=None):
             "image_size": args.image_size})
     fit(module, train_batches, val_batches, begin_epoch, args.num_epochs, save, args.disp_batches,
         lr_of=(lambda epochs: schedule(epochs * per_epoch)) if schedule else (lambda epochs: base_lr), logger=logger)
+    if skipped:
+        logger.warning("skipped %d undecodable records (--bad-records skip; each named above)", len(skipped))
 
 
 def benchmark(args, ctx, module, batch):
