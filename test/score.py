@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 import symbols
 from dpn_mxnet import arrangement_policy, checkpoint, cli, data, devices
-from dpn_mxnet.checks import UsageError, check_devices
+from dpn_mxnet.checks import check_devices
 from dpn_mxnet.evaluation import evaluate, inference_module
 
 
@@ -84,7 +84,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="score-") as scratch:
         try:
             module, spec, batches, crops, rec, skipped, arrangement = build(args, scratch)
-        except (checkpoint.CheckpointError, data.DataError, UsageError) as err:
+        except ValueError as err:  # CheckpointError, DataError, UsageError, a size the graph cannot take
             sys.exit("error: %s" % err)
         with tqdm(total=data.num_records(rec), unit="img", file=sys.stderr, disable=None) as bar:
             try:
