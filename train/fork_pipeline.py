@@ -1,0 +1,157 @@
+"""The ``aug="fork"`` training iterator: records read from a memory-mapped .rec, JPEGs decoded by libjpeg-turbo
+(simplejpeg; OpenCV for anything else), cropped and resized by OpenCV into per-thread buffers, then jittered,
+mirrored and normalised by ``fork_kernel`` straight into the batch, in worker threads.
+
+The random draws are ``data.ForkAugmenter.draw``'s, from ``data.sample_rng(seed, pass, position)``, and the pixels
+equal those of the straightforward implementation (tests/fork_reference.py) bit for bit, whatever the number of
+threads.
+"""
+import collections
+import concurrent.futures
+import mmap
+import os
+import struct
+import threading
+
+import cv2
+import mxnet as mx
+import numpy as np
+import simplejpeg
+
+from train import data, fork_kernel
+
+_PART = struct.Struct("<II")  # RecordIO part head: magic, (continue flag << 29) | length
+_MAGIC_BYTES = struct.pack("<I", data._RECORD_MAGIC)
+_SOS, _EOI, _APP1 = 0xDA, 0xD9, 0xE1
+
+
+class MappedRecords:
+    """Records of an indexed .rec by key, read from a read-only memory map: no file position, so no lock."""
+
+    def __init__(self, rec):
+        rec, idx = data.rec_paths(rec)
+        index = mx.recordio.MXIndexedRecordIO(idx, rec, "r")
+        self._offsets, self._rec = dict(index.idx), rec
+        index.close()
+        with open(rec, "rb") as stream:
+            self._map = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+        self._view = memoryview(self._map)
+
+    def read(self, key):
+        """The record ``key`` as bytes-like (a view into the map unless RecordIO split it into parts, which are
+        joined with the magic number that split them, as dmlc's reader does)."""
+        offset, parts = self._offsets[key], []
+        while True:
+            if offset + _PART.size > len(self._view):
+                raise data.DataError("%s: truncated: record %s ends after the end of the file" % (self._rec, key))
+            magic, head = _PART.unpack_from(self._view, offset)
+            length, flag = head & ((1 << 29) - 1), head >> 29
+            if magic != data._RECORD_MAGIC or offset + _PART.size + length > len(self._view):
+                raise data.DataError("%s: corrupt: record %s at byte %d is not a whole record"
+                                     % (self._rec, key, offset))
+            parts.append(self._view[offset + _PART.size:offset + _PART.size + length])
+            if flag in (0, 3):
+                return parts[0] if len(parts) == 1 else _MAGIC_BYTES.join(parts)
+            offset += _PART.size + (-length % 4) + length
+
+
+def _exif_free_jpeg(encoded):
+    """Whether ``encoded`` is a JPEG without an Exif segment (OpenCV would apply an Exif orientation)."""
+    if encoded[:2] != b"\xff\xd8":
+        return False
+    position = 2
+    while position + 4 <= len(encoded) and encoded[position] == 0xFF:
+        marker = encoded[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in (_SOS, _EOI):
+            return True
+        if marker == _APP1 and encoded[position + 4:position + 10] == b"Exif\x00\x00":
+            return False
+        position += 2 + (encoded[position + 2] << 8 | encoded[position + 3])
+    return False
+
+
+def decode_bgr(encoded):
+    """A record's image as 3-channel BGR uint8 equal to ``cv2.imdecode(..., IMREAD_COLOR)``: libjpeg-turbo through
+    simplejpeg for plain JPEGs (colour or greyscale, no Exif), OpenCV for the rest (Exif, CMYK, PNG, damaged
+    data). None if neither can decode it."""
+    if _exif_free_jpeg(encoded):
+        try:
+            return simplejpeg.decode_jpeg(encoded, colorspace="BGR")
+        except ValueError:  # CMYK/YCCK, or data that libjpeg-turbo calls damaged
+            pass
+    return cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
+
+
+class ForkRecordIter(mx.io.DataIter):
+    """Batches of ``augmenter`` (a ``data.ForkAugmenter``) over ``keys`` of a .rec, shuffled every pass
+    (``data.pass_order``), computed by ``threads`` worker threads one batch ahead. Sample ``position`` of pass
+    ``p`` draws from ``data.sample_rng(seed, p, position)``. A pass has ceil(len(keys) / batch) batches; the last
+    one is completed from the start of the pass (``pad`` rows, as ImageRecordIter's round_batch).
+
+    Every batch is written into arrays allocated for it alone and handed to MXNet without a copy
+    (``mx.nd.from_numpy``, which keeps the array alive and read-only): nothing writes to a batch once it is out."""
+
+    def __init__(self, rec, keys, augmenter, batch_size, image_size, threads, seed):
+        super().__init__(batch_size)
+        self._records, self._augmenter, self._size = MappedRecords(rec), augmenter, image_size
+        self._keys, self._seed, self._pass = list(keys), seed, -1
+        self._workers = concurrent.futures.ThreadPoolExecutor(threads)
+        self._scratch = threading.local()
+        self._pending, self._order, self._queued = collections.deque(), [], 0
+        self.provide_data = [mx.io.DataDesc("data", (batch_size, 3, image_size, image_size))]
+        self.provide_label = [mx.io.DataDesc("softmax_label", (batch_size,))]
+        self.reset()
+
+    def _buffers(self):
+        """This thread's resize target and kernel scratch rows."""
+        scratch = self._scratch
+        if not hasattr(scratch, "crop"):
+            scratch.crop = np.empty((self._size, self._size, 3), np.uint8)
+            scratch.rows = np.empty((3, self._size), np.float32)
+        return scratch.crop, scratch.rows
+
+    def _sample(self, key, rng, out, labels, row):
+        header, encoded = mx.recordio.unpack(self._records.read(key))
+        image = decode_bgr(encoded)
+        if image is None:
+            raise data.DataError("record id %d: the image cannot be decoded" % header.id)
+        (left, top, width, height), offsets, mirror = self._augmenter.draw(*image.shape[:2], rng)
+        crop, rows = self._buffers()
+        cv2.resize(image[top:top + height, left:left + width], (self._size, self._size), dst=crop,
+                   interpolation=cv2.INTER_CUBIC)
+        fork_kernel.augment_into(crop, offsets, mirror, out[row], rows)
+        labels[row] = header.label if header.flag == 0 else header.label[0]
+
+    def _queue_batch(self):
+        start = self._queued * self.batch_size
+        if start >= len(self._order):
+            return
+        out = np.empty((self.batch_size, 3, self._size, self._size), np.float32)
+        labels = np.empty(self.batch_size, np.float32)
+        futures = [self._workers.submit(self._sample, self._order[p % len(self._order)],
+                                        data.sample_rng(self._seed, self._pass, p), out, labels, p - start)
+                   for p in range(start, start + self.batch_size)]
+        self._pending.append((futures, out, labels, max(0, start + self.batch_size - len(self._order))))
+        self._queued += 1
+
+    def reset(self):
+        for futures, _, _, _ in self._pending:
+            for future in futures:
+                future.cancel()
+        self._pending.clear()
+        self._pass += 1
+        self._order, self._queued = data.pass_order(self._keys, self._seed, self._pass), 0
+        self._queue_batch()
+
+    def next(self):
+        if not self._pending:
+            raise StopIteration
+        futures, out, labels, pad = self._pending.popleft()
+        self._queue_batch()
+        for future in futures:
+            future.result()
+        return mx.io.DataBatch([mx.nd.from_numpy(out)], [mx.nd.array(labels)], pad=pad,
+                               provide_data=self.provide_data, provide_label=self.provide_label)
