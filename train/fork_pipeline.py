@@ -87,8 +87,9 @@ def decode_bgr(encoded):
 
 class ForkRecordIter(mx.io.DataIter):
     """Batches of ``augmenter`` (a ``data.ForkAugmenter``) over ``keys`` of a .rec, shuffled every pass
-    (``data.pass_order``), computed by ``threads`` worker threads one batch ahead. Sample ``position`` of pass
-    ``p`` draws from ``data.sample_rng(seed, p, position)``. A pass has ceil(len(keys) / batch) batches; the last
+    (``data.pass_order``), computed by ``threads`` worker threads one batch ahead; all the work of a sample,
+    its generator ``data.sample_rng(seed, p, position)`` for position ``position`` of pass ``p`` included, runs on
+    a worker. A pass has ceil(len(keys) / batch) batches; the last
     one is completed from the start of the pass (``pad`` rows, as ImageRecordIter's round_batch).
 
     Every batch is written into arrays allocated for it alone and handed to MXNet without a copy
@@ -113,7 +114,8 @@ class ForkRecordIter(mx.io.DataIter):
             scratch.rows = np.empty((3, self._size), np.float32)
         return scratch.crop, scratch.rows
 
-    def _sample(self, key, rng, out, labels, row):
+    def _sample(self, key, pass_, position, out, labels, row):
+        rng = data.sample_rng(self._seed, pass_, position)
         header, encoded = mx.recordio.unpack(self._records.read(key))
         image = decode_bgr(encoded)
         if image is None:
@@ -131,8 +133,8 @@ class ForkRecordIter(mx.io.DataIter):
             return
         out = np.empty((self.batch_size, 3, self._size, self._size), np.float32)
         labels = np.empty(self.batch_size, np.float32)
-        futures = [self._workers.submit(self._sample, self._order[p % len(self._order)],
-                                        data.sample_rng(self._seed, self._pass, p), out, labels, p - start)
+        futures = [self._workers.submit(self._sample, self._order[p % len(self._order)], self._pass, p, out, labels,
+                                        p - start)
                    for p in range(start, start + self.batch_size)]
         self._pending.append((futures, out, labels, max(0, start + self.batch_size - len(self._order))))
         self._queued += 1
