@@ -1,8 +1,8 @@
 """The straightforward implementation of ``aug="fork"`` that the library's fast pipeline (train/fork_pipeline.py)
 must equal bit for bit: each sample decoded by OpenCV, its draws from ``data.ForkAugmenter.draw``, cropped and
 resized, jittered with two ``cv2.cvtColor`` calls (``data.hsl_jitter``), flipped and normalised plane by plane;
-batches stacked from per-sample futures of a thread pool that reads the .rec under a lock."""
-import collections
+batches stacked from per-sample results of a thread pool that reads the .rec under a lock (the order of the
+samples and the padding are the library's, ``fork_pipeline.ShuffledPasses``)."""
 import concurrent.futures
 import threading
 
@@ -11,6 +11,7 @@ import mxnet as mx
 import numpy as np
 
 from train import data
+from train.fork_pipeline import ShuffledPasses
 
 
 def fork_sample(augmenter, record, rng):
@@ -34,20 +35,17 @@ def fork_sample(augmenter, record, rng):
     return pixels, np.float32(label)
 
 
-class ThreadedRecordIter(mx.io.DataIter):
-    """Batches of ``fork_sample`` over ``keys`` of a .rec, shuffled every pass, computed by ``threads`` worker
-    threads one batch ahead; sample ``position`` of pass ``p`` draws from ``data.sample_rng(seed, p, position)``.
-    A pass has ceil(len(keys) / batch) batches; the last one is completed from the start of the pass (``pad``)."""
+class ThreadedRecordIter(ShuffledPasses):
+    """Batches of ``fork_sample`` over ``keys`` of a .rec, shuffled every pass as the library's iterator
+    (``fork_pipeline.ShuffledPasses``), from per-sample futures of ``threads`` worker threads; sample ``position``
+    of pass ``p`` draws from ``data.sample_rng(seed, p, position)``, made on the calling thread."""
 
     def __init__(self, rec, keys, augmenter, batch_size, image_size, threads, seed):
-        super().__init__(batch_size)
+        super().__init__(keys, batch_size, image_size, seed)
         rec, idx = data.rec_paths(rec)
         self._reader, self._lock = mx.recordio.MXIndexedRecordIO(idx, rec, "r"), threading.Lock()
-        self._keys, self._augmenter, self._seed, self._pass = list(keys), augmenter, seed, -1
+        self._augmenter = augmenter
         self._workers = concurrent.futures.ThreadPoolExecutor(threads)
-        self._pending, self._order, self._queued = collections.deque(), [], 0
-        self.provide_data = [mx.io.DataDesc("data", (batch_size, 3, image_size, image_size))]
-        self.provide_label = [mx.io.DataDesc("softmax_label", (batch_size,))]
         self.reset()
 
     def _sample(self, key, rng):
@@ -55,33 +53,12 @@ class ThreadedRecordIter(mx.io.DataIter):
             record = self._reader.read_idx(key)
         return fork_sample(self._augmenter, record, rng)
 
-    def _queue_batch(self):
-        start = self._queued * self.batch_size
-        if start >= len(self._order):
-            return
-        positions = range(start, start + self.batch_size)
-        pad = max(0, start + self.batch_size - len(self._order))
-        self._pending.append(([self._workers.submit(self._sample, self._order[p % len(self._order)],
-                                                    data.sample_rng(self._seed, self._pass, p))
-                               for p in positions], pad))
-        self._queued += 1
+    def _queue(self, pass_, samples):
+        futures = [self._workers.submit(self._sample, key, data.sample_rng(self._seed, pass_, position))
+                   for key, position in samples]
+        return futures, futures
 
-    def reset(self):
-        for futures, _ in self._pending:
-            for future in futures:
-                future.cancel()
-        self._pending.clear()
-        self._pass += 1
-        self._order, self._queued = data.pass_order(self._keys, self._seed, self._pass), 0
-        self._queue_batch()
-
-    def next(self):
-        if not self._pending:
-            raise StopIteration
-        futures, pad = self._pending.popleft()
-        self._queue_batch()
+    def _finish(self, futures):
         samples = [future.result() for future in futures]
         pixels = np.stack([pixels for pixels, _ in samples])
-        label = mx.nd.array([label for _, label in samples])
-        return mx.io.DataBatch([mx.nd.from_numpy(pixels)], [label], pad=pad, provide_data=self.provide_data,
-                               provide_label=self.provide_label)
+        return mx.nd.from_numpy(pixels), mx.nd.array([label for _, label in samples])

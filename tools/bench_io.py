@@ -53,27 +53,37 @@ def encoded_images(rec):
     return [mx.recordio.unpack(reader.read_idx(key))[1] for key in reader.keys]
 
 
+def timed(images, work):
+    """(images per second, images per CPU-second of this process) of ``work()``; on a machine shared with other
+    jobs the second stays close to what an idle machine gives, the first does not."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    return images / (time.perf_counter() - wall), images / (time.process_time() - cpu)
+
+
 def opencv_rate(rec, size, rounds):
     """Images/s of one thread decoding (cv2.imdecode) and resizing (bicubic, size x size) the records."""
     import cv2
     cv2.setNumThreads(1)
     encoded = encoded_images(rec)
-    start = time.perf_counter()
-    for _ in range(rounds):
-        for buffer in encoded:
-            image = cv2.imdecode(np.frombuffer(buffer, np.uint8), cv2.IMREAD_COLOR)
-            cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC)
-    return rounds * len(encoded) / (time.perf_counter() - start)
+
+    def loop():
+        for _ in range(rounds):
+            for buffer in encoded:
+                image = cv2.imdecode(np.frombuffer(buffer, np.uint8), cv2.IMREAD_COLOR)
+                cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC)
+    return timed(rounds * len(encoded), loop)
 
 
 def mxnet_opencv_rate(rec, size, rounds):
     """The same loop with the OpenCV and libjpeg built into libmxnet (mx.image), which ImageRecordIter uses."""
     encoded = encoded_images(rec)
-    start = time.perf_counter()
-    for _ in range(rounds):
-        for buffer in encoded:
-            mx.image.imresize(mx.image.imdecode(buffer, to_rgb=False), size, size, interp=2).wait_to_read()
-    return rounds * len(encoded) / (time.perf_counter() - start)
+
+    def loop():
+        for _ in range(rounds):
+            for buffer in encoded:
+                mx.image.imresize(mx.image.imdecode(buffer, to_rgb=False), size, size, interp=2).wait_to_read()
+    return timed(rounds * len(encoded), loop)
 
 
 def reference_fork_iter(rec, batch, size, threads, batches, hsl):
@@ -94,10 +104,11 @@ def iterator_rate(rec, size, threads, batch, batches, aug, hsl):
         batches_iter = data.train_iter(rec, batch, size, batches_per_epoch=batches + 1, threads=threads, aug=aug,
                                        hsl=hsl)
     batches_iter.next().data[0].wait_to_read()
-    start = time.perf_counter()
-    for _ in range(batches):
-        batches_iter.next().data[0].wait_to_read()
-    return batches * batch / (time.perf_counter() - start)
+
+    def loop():
+        for _ in range(batches):
+            batches_iter.next().data[0].wait_to_read()
+    return timed(batches * batch, loop)
 
 
 def cpu_model():
@@ -140,17 +151,21 @@ def main(argv=None):
         for _ in range(args.repeats):  # interleaved, so that load from other processes hits every figure alike
             for name, run in runs.items():
                 measured[name].append(run())
-    median = {name: statistics.median(rates) for name, rates in measured.items()}
-    limit = median.pop("limit")
-    print("CPU: %s; medians of %d interleaved repeats" % (cpu_model(), args.repeats))
-    print("limit: OpenCV (opencv-python) decode + bicubic resize to %d, 1 thread: %.1f img/s" % (args.size, limit))
-    print("       the same with libmxnet's built-in OpenCV/libjpeg (mx.image): %.1f img/s" % median.pop("mxnet"))
-    for (aug, threads), rate in median.items():
+    median = {name: [statistics.median(rates) for rates in zip(*pairs)] for name, pairs in measured.items()}
+    limit, limit_cpu = median.pop("limit")
+    print("CPU: %s; medians of %d interleaved repeats; img/s: wall clock, img/CPU-s: images per CPU-second of the "
+          "process (all its threads)" % (cpu_model(), args.repeats))
+    print("limit: OpenCV (opencv-python) decode + bicubic resize to %d, 1 thread: %.1f img/s, %.1f img/CPU-s"
+          % (args.size, limit, limit_cpu))
+    print("       the same with libmxnet's built-in OpenCV/libjpeg (mx.image): %.1f img/s, %.1f img/CPU-s"
+          % tuple(median.pop("mxnet")))
+    for (aug, threads), (rate, cpu_rate) in median.items():
         used = min(threads, data.record_iter_threads()) if aug == "stock" else threads
-        print("%s, %d decode thread(s)%s: %.1f img/s = %.1f img/s per thread = %.0f %% of the limit; "
-              "%.1f threads for %d img/s"
-              % (LABELS[aug], threads, " (ImageRecordIter uses %d)" % used if used != threads else "", rate, rate / used,
-                 100 * rate / used / limit, NODE_RATE * used / rate, NODE_RATE))
+        print("%s, %d decode thread(s)%s: %.1f img/s = %.1f per thread = %.0f %% of the limit; %.1f img/CPU-s = "
+              "%.0f %% of the limit's, %.1f cores for %d img/s"
+              % (LABELS[aug], threads, " (ImageRecordIter uses %d)" % used if used != threads else "", rate,
+                 rate / used, 100 * rate / used / limit, cpu_rate, 100 * cpu_rate / limit_cpu, NODE_RATE / cpu_rate,
+                 NODE_RATE))
 
 
 if __name__ == "__main__":

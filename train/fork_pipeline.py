@@ -9,7 +9,6 @@ threads.
 import collections
 import concurrent.futures
 import mmap
-import os
 import struct
 import threading
 
@@ -85,25 +84,62 @@ def decode_bgr(encoded):
     return cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
 
 
-class ForkRecordIter(mx.io.DataIter):
-    """Batches of ``augmenter`` (a ``data.ForkAugmenter``) over ``keys`` of a .rec, shuffled every pass
-    (``data.pass_order``), computed by ``threads`` worker threads one batch ahead; all the work of a sample,
-    its generator ``data.sample_rng(seed, p, position)`` for position ``position`` of pass ``p`` included, runs on
-    a worker. A pass has ceil(len(keys) / batch) batches; the last
-    one is completed from the start of the pass (``pad`` rows, as ImageRecordIter's round_batch).
+class ShuffledPasses(mx.io.DataIter):
+    """The pass bookkeeping of the fork iterators: pass ``p`` visits ``keys`` in ``data.pass_order(keys, seed,
+    p)``, in ceil(len(keys) / batch) batches, the last one completed from the start of the pass (``pad`` rows, as
+    ImageRecordIter's round_batch); one batch is queued ahead. A subclass's ``_queue(pass, [(key, position), ...])``
+    starts a batch and returns (futures, state); ``_finish(state)`` gives its (data, label) once the futures are
+    done."""
+
+    def __init__(self, keys, batch_size, image_size, seed):
+        super().__init__(batch_size)
+        self._keys, self._seed, self._pass = list(keys), seed, -1
+        self._pending, self._order, self._queued = collections.deque(), [], 0
+        self.provide_data = [mx.io.DataDesc("data", (batch_size, 3, image_size, image_size))]
+        self.provide_label = [mx.io.DataDesc("softmax_label", (batch_size,))]
+
+    def _queue_batch(self):
+        start = self._queued * self.batch_size
+        if start >= len(self._order):
+            return
+        samples = [(self._order[p % len(self._order)], p) for p in range(start, start + self.batch_size)]
+        self._pending.append((*self._queue(self._pass, samples), max(0, start + self.batch_size - len(self._order))))
+        self._queued += 1
+
+    def reset(self):
+        for futures, _, _ in self._pending:
+            for future in futures:
+                future.cancel()
+        self._pending.clear()
+        self._pass += 1
+        self._order, self._queued = data.pass_order(self._keys, self._seed, self._pass), 0
+        self._queue_batch()
+
+    def next(self):
+        if not self._pending:
+            raise StopIteration
+        futures, state, pad = self._pending.popleft()
+        self._queue_batch()
+        for future in futures:
+            future.result()
+        pixels, label = self._finish(state)
+        return mx.io.DataBatch([pixels], [label], pad=pad, provide_data=self.provide_data,
+                               provide_label=self.provide_label)
+
+
+class ForkRecordIter(ShuffledPasses):
+    """Batches of ``augmenter`` (a ``data.ForkAugmenter``) over ``keys`` of a .rec, shuffled every pass (see
+    ``ShuffledPasses``), computed by ``threads`` worker threads; all the work of a sample, its generator
+    ``data.sample_rng(seed, p, position)`` for position ``position`` of pass ``p`` included, runs on a worker.
 
     Every batch is written into arrays allocated for it alone and handed to MXNet without a copy
     (``mx.nd.from_numpy``, which keeps the array alive and read-only): nothing writes to a batch once it is out."""
 
     def __init__(self, rec, keys, augmenter, batch_size, image_size, threads, seed):
-        super().__init__(batch_size)
+        super().__init__(keys, batch_size, image_size, seed)
         self._records, self._augmenter, self._size = MappedRecords(rec), augmenter, image_size
-        self._keys, self._seed, self._pass = list(keys), seed, -1
         self._workers = concurrent.futures.ThreadPoolExecutor(threads)
         self._scratch = threading.local()
-        self._pending, self._order, self._queued = collections.deque(), [], 0
-        self.provide_data = [mx.io.DataDesc("data", (batch_size, 3, image_size, image_size))]
-        self.provide_label = [mx.io.DataDesc("softmax_label", (batch_size,))]
         self.reset()
 
     def _buffers(self):
@@ -127,33 +163,13 @@ class ForkRecordIter(mx.io.DataIter):
         fork_kernel.augment_into(crop, offsets, mirror, out[row], rows)
         labels[row] = header.label if header.flag == 0 else header.label[0]
 
-    def _queue_batch(self):
-        start = self._queued * self.batch_size
-        if start >= len(self._order):
-            return
+    def _queue(self, pass_, samples):
         out = np.empty((self.batch_size, 3, self._size, self._size), np.float32)
         labels = np.empty(self.batch_size, np.float32)
-        futures = [self._workers.submit(self._sample, self._order[p % len(self._order)], self._pass, p, out, labels,
-                                        p - start)
-                   for p in range(start, start + self.batch_size)]
-        self._pending.append((futures, out, labels, max(0, start + self.batch_size - len(self._order))))
-        self._queued += 1
+        futures = [self._workers.submit(self._sample, key, pass_, position, out, labels, row)
+                   for row, (key, position) in enumerate(samples)]
+        return futures, (out, labels)
 
-    def reset(self):
-        for futures, _, _, _ in self._pending:
-            for future in futures:
-                future.cancel()
-        self._pending.clear()
-        self._pass += 1
-        self._order, self._queued = data.pass_order(self._keys, self._seed, self._pass), 0
-        self._queue_batch()
-
-    def next(self):
-        if not self._pending:
-            raise StopIteration
-        futures, out, labels, pad = self._pending.popleft()
-        self._queue_batch()
-        for future in futures:
-            future.result()
-        return mx.io.DataBatch([mx.nd.from_numpy(out)], [mx.nd.array(labels)], pad=pad,
-                               provide_data=self.provide_data, provide_label=self.provide_label)
+    def _finish(self, state):
+        out, labels = state
+        return mx.nd.from_numpy(out), mx.nd.array(labels)
