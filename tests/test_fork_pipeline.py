@@ -116,3 +116,12 @@ def test_an_undecodable_record_gives_a_one_line_error(tmp_path):
     batches = data.train_iter(rec, 2, 32, threads=1, aug="fork")
     with pytest.raises(data.DataError, match=r"^record id \d: the image cannot be decoded$"):
         batches.next()
+
+
+def test_sample_generators_take_the_state_of_data_sample_rng():
+    triples = [(0, 0, 0), (0, 5, 0), (1, 2, 3), (2**32 - 1, 2**32, 2**33 + 7), (2**70 + 3, 1, 2**96), (42, 7, 10**6)]
+    rng = np.random.default_rng(0)
+    triples += [tuple(int(v) for v in rng.integers(0, 2**31, 3)) for _ in range(200)]
+    for triple in triples:
+        state = data.sample_rng(*triple).bit_generator.state["state"]
+        assert fork_pipeline.pcg64_state(*triple) == (state["state"], state["inc"]), triple

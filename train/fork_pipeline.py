@@ -14,6 +14,7 @@ import threading
 
 import cv2
 import mxnet as mx
+import numba
 import numpy as np
 import simplejpeg
 
@@ -84,6 +85,59 @@ def decode_bgr(encoded):
     return cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
 
 
+_M32 = 0xFFFFFFFF
+_HASH_A, _MULT_A, _HASH_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED  # numpy's SeedSequence
+_MIX_L, _MIX_R = 0xCA01F9DD, 0x4973F715
+_PCG_MULT, _M128 = 0x2360ED051FC65DA44385DF649FCCF645, (1 << 128) - 1  # PCG64's 128-bit LCG multiplier
+
+
+@numba.njit(cache=True)
+def _seed_words(entropy):
+    """numpy's SeedSequence(entropy).generate_state(8, uint32) for a pool of 4 words (NumPy 1.17+)."""
+    pool = np.zeros(4, np.uint64)
+    hash_const = np.uint64(_HASH_A)
+    for i in range(4):
+        value = (entropy[i] if i < len(entropy) else np.uint64(0)) ^ hash_const
+        hash_const = (hash_const * np.uint64(_MULT_A)) & np.uint64(_M32)
+        value = (value * hash_const) & np.uint64(_M32)
+        pool[i] = value ^ (value >> np.uint64(16))
+    for source in range(4 + max(0, len(entropy) - 4)):
+        for target in range(4):
+            if source < 4 and source == target:
+                continue
+            value = (pool[source] if source < 4 else entropy[source]) ^ hash_const
+            hash_const = (hash_const * np.uint64(_MULT_A)) & np.uint64(_M32)
+            value = (value * hash_const) & np.uint64(_M32)
+            value ^= value >> np.uint64(16)
+            mixed = (np.uint64(_MIX_L) * pool[target] - np.uint64(_MIX_R) * value) & np.uint64(_M32)
+            pool[target] = mixed ^ (mixed >> np.uint64(16))
+    words = np.zeros(8, np.uint64)
+    hash_const = np.uint64(_HASH_B)
+    for i in range(8):
+        value = pool[i % 4] ^ hash_const
+        hash_const = (hash_const * np.uint64(_MULT_B)) & np.uint64(_M32)
+        value = (value * hash_const) & np.uint64(_M32)
+        words[i] = value ^ (value >> np.uint64(16))
+    return words
+
+
+def pcg64_state(seed, pass_, position):
+    """The PCG64 (state, increment) of ``data.sample_rng(seed, pass_, position)``, without building the
+    SeedSequence, PCG64 and Generator objects that make numpy's route slow."""
+    entropy = []
+    for value in (seed, pass_, position):
+        entropy.append(value & _M32)
+        value >>= 32
+        while value:
+            entropy.append(value & _M32)
+            value >>= 32
+    words = [int(word) for word in _seed_words(np.array(entropy, np.uint64))]
+    state, stream = (words[0] | words[1] << 32) << 64 | words[2] | words[3] << 32, \
+        (words[4] | words[5] << 32) << 64 | words[6] | words[7] << 32
+    increment = (stream << 1 | 1) & _M128
+    return ((increment + state) * _PCG_MULT + increment) & _M128, increment
+
+
 class ShuffledPasses(mx.io.DataIter):
     """The pass bookkeeping of the fork iterators: pass ``p`` visits ``keys`` in ``data.pass_order(keys, seed,
     p)``, in ceil(len(keys) / batch) batches, the last one completed from the start of the pass (``pad`` rows, as
@@ -130,7 +184,8 @@ class ShuffledPasses(mx.io.DataIter):
 class ForkRecordIter(ShuffledPasses):
     """Batches of ``augmenter`` (a ``data.ForkAugmenter``) over ``keys`` of a .rec, shuffled every pass (see
     ``ShuffledPasses``), computed by ``threads`` worker threads; all the work of a sample, its generator
-    ``data.sample_rng(seed, p, position)`` for position ``position`` of pass ``p`` included, runs on a worker.
+    included (in the state of ``data.sample_rng(seed, p, position)`` for position ``position`` of pass ``p``),
+    runs on a worker.
 
     Every batch is written into arrays allocated for it alone and handed to MXNet without a copy
     (``mx.nd.from_numpy``, which keeps the array alive and read-only): nothing writes to a batch once it is out."""
@@ -142,25 +197,35 @@ class ForkRecordIter(ShuffledPasses):
         self._scratch = threading.local()
         self.reset()
 
-    def _buffers(self):
-        """This thread's resize target and kernel scratch rows."""
+    def _scratchpad(self):
+        """This thread's resize target, kernel scratch rows and random generator."""
         scratch = self._scratch
         if not hasattr(scratch, "crop"):
             scratch.crop = np.empty((self._size, self._size, 3), np.uint8)
             scratch.rows = np.empty((3, self._size), np.float32)
-        return scratch.crop, scratch.rows
+            scratch.bits = np.random.PCG64()
+            scratch.rng = np.random.Generator(scratch.bits)
+        return scratch
+
+    def _sample_rng(self, pass_, position):
+        """This thread's generator, set to the state of ``data.sample_rng(seed, pass_, position)``."""
+        scratch = self._scratchpad()
+        state, increment = pcg64_state(self._seed, pass_, position)
+        scratch.bits.state = {"bit_generator": "PCG64", "state": {"state": state, "inc": increment},
+                              "has_uint32": 0, "uinteger": 0}
+        return scratch.rng
 
     def _sample(self, key, pass_, position, out, labels, row):
-        rng = data.sample_rng(self._seed, pass_, position)
+        rng = self._sample_rng(pass_, position)
         header, encoded = mx.recordio.unpack(self._records.read(key))
         image = decode_bgr(encoded)
         if image is None:
             raise data.DataError("record id %d: the image cannot be decoded" % header.id)
         (left, top, width, height), offsets, mirror = self._augmenter.draw(*image.shape[:2], rng)
-        crop, rows = self._buffers()
-        cv2.resize(image[top:top + height, left:left + width], (self._size, self._size), dst=crop,
+        scratch = self._scratchpad()
+        cv2.resize(image[top:top + height, left:left + width], (self._size, self._size), dst=scratch.crop,
                    interpolation=cv2.INTER_CUBIC)
-        fork_kernel.augment_into(crop, offsets, mirror, out[row], rows)
+        fork_kernel.augment_into(scratch.crop, offsets, mirror, out[row], scratch.rows)
         labels[row] = header.label if header.flag == 0 else header.label[0]
 
     def _queue(self, pass_, samples):
