@@ -2,6 +2,8 @@
 implementation in tests/fork_reference.py, on the packed photographs (JPEGs of several sizes, greyscale, CMYK, PNG
 data, a 20x15 image): equal batches bit for bit across passes and padding, whatever the number of threads; batches
 that stay intact while later ones are made; JPEG decoding equal to OpenCV's; RecordIO records split in parts."""
+import re
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from PIL import Image
 
 from train import data, fork_pipeline
 
-from datasets import photo
+from datasets import photo, run_tool
 from fork_reference import ThreadedRecordIter
 
 BATCH = 8
@@ -125,3 +127,13 @@ def test_sample_generators_take_the_state_of_data_sample_rng():
     for triple in triples:
         state = data.sample_rng(*triple).bit_generator.state["state"]
         assert fork_pipeline.pcg64_state(*triple) == (state["state"], state["inc"]), triple
+
+
+def test_bench_io_times_both_fork_paths_against_the_limit():
+    """The benchmark runs end to end (a tiny run: its figures are not checked, only that each is printed)."""
+    out = run_tool("tools/bench_io.py", "--fork", "--threads", "1", "--records", "11", "--batch", "4", "--batches",
+                   "2", "--repeats", "1", "--size", "64")
+    for label in ("train_iter aug=stock", r"aug=fork reference \(tests/fork_reference.py\)", "train_iter aug=fork"):
+        assert re.search(r"^%s, 1 decode thread\(s\): [\d.]+ img/s .* [\d.]+ %% of the limit's, [\d.]+ cores for "
+                         r"5600 img/s$" % label, out, re.M), out
+    assert re.search(r"^limit: OpenCV .* [\d.]+ img/s, [\d.]+ img/CPU-s$", out, re.M), out
