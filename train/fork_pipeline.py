@@ -20,7 +20,6 @@ import simplejpeg
 
 from train import data, fork_kernel
 
-_PART = struct.Struct("<II")  # RecordIO part head: magic, (continue flag << 29) | length
 _MAGIC_BYTES = struct.pack("<I", data._RECORD_MAGIC)
 _SOS, _EOI, _APP1 = 0xDA, 0xD9, 0xE1
 
@@ -42,17 +41,17 @@ class MappedRecords:
         joined with the magic number that split them, as dmlc's reader does)."""
         offset, parts = self._offsets[key], []
         while True:
-            if offset + _PART.size > len(self._view):
+            if offset + data._RECORD_HEAD.size > len(self._view):
                 raise data.DataError("%s: truncated: record %s ends after the end of the file" % (self._rec, key))
-            magic, head = _PART.unpack_from(self._view, offset)
+            magic, head = data._RECORD_HEAD.unpack_from(self._view, offset)
             length, flag = head & ((1 << 29) - 1), head >> 29
-            if magic != data._RECORD_MAGIC or offset + _PART.size + length > len(self._view):
+            if magic != data._RECORD_MAGIC or offset + data._RECORD_HEAD.size + length > len(self._view):
                 raise data.DataError("%s: corrupt: record %s at byte %d is not a whole record"
                                      % (self._rec, key, offset))
-            parts.append(self._view[offset + _PART.size:offset + _PART.size + length])
+            parts.append(self._view[offset + data._RECORD_HEAD.size:offset + data._RECORD_HEAD.size + length])
             if flag in (0, 3):
                 return parts[0] if len(parts) == 1 else _MAGIC_BYTES.join(parts)
-            offset += _PART.size + (-length % 4) + length
+            offset += data._RECORD_HEAD.size + (-length % 4) + length
 
 
 def _exif_free_jpeg(encoded):
