@@ -15,7 +15,7 @@ from tqdm import tqdm
 import symbols
 from symbols.cpu_fast import CHOICES, select_variant
 from train import checkpoint, cli, data, devices
-from train.checks import UsageError, check_devices
+from train.checks import check_devices
 from train.evaluation import evaluate, inference_module
 
 
@@ -83,7 +83,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="score-") as scratch:
         try:
             module, spec, batches, crops, rec, skipped = build(args, scratch)
-        except (checkpoint.CheckpointError, data.DataError, UsageError) as err:
+        except (checkpoint.CheckpointError, data.DataError, ValueError) as err:
             sys.exit("error: %s" % err)
         with tqdm(total=data.num_records(rec), unit="img", file=sys.stderr, disable=None) as bar:
             try:
