@@ -50,11 +50,11 @@ else
 endif
 
 # Speed on synthetic data (CPU: 2 threads). bench: one MXNet measurement, one JSON line (tools/benchmark.py -h):
-#   make bench BENCH_ARGS="--model dpn68 --mode infer --batch-size 32"
+#   make bench BENCH_ARGS="--network dpn68 --mode infer --batch-size 32"
 # bench-timm: the side-by-side table with timm, which runs in its own .venv-timm (about 20 minutes on 2 cores;
 #   SIDE_ARGS="--rounds 5 --repeats 5" for steadier figures, see tools/bench_side_by_side.py -h).
 THREADS    ?= 2
-BENCH_ARGS ?= --model dpn92 --mode train --batch-size 16
+BENCH_ARGS ?= --network dpn92 --mode train --batch-size 16
 SIDE_ARGS  ?=
 TIMM_VENV  := .venv-timm
 TIMM_STAMP := $(TIMM_VENV)/.installed-timm-1.0.31

@@ -11,7 +11,7 @@ SCORE_SIZE = 320  # the authors' test size for the mean-max scoring graph
 
 def add_arguments(parser):
     """The options both benchmark scripts take."""
-    parser.add_argument("--model", default="dpn92", help="DPN variant (dpn68, dpn92, ...)")
+    parser.add_argument("--network", default="dpn92", help="DPN variant (dpn68, dpn92, ...)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per step (per device with --gpus)")
     parser.add_argument("--size", type=int, default=None,
                         help="image side; default 224, or %d for --mode score" % SCORE_SIZE)
@@ -61,7 +61,7 @@ def peak_memory_mb():
 
 def report(framework, args, images_per_step, times, **extra):
     """Prints the run's result as one JSON line: images per second over the median step, and peak memory."""
-    result = {"framework": framework, "model": args.model, "mode": args.mode, "batch_size": args.batch_size,
+    result = {"framework": framework, "model": args.network, "mode": args.mode, "batch_size": args.batch_size,
               "size": args.size, "img_per_s": round(images_per_step / statistics.median(times), 3),
               "step_s": [round(t, 4) for t in times], "peak_mb": round(peak_memory_mb(), 1)}
     result.update(extra)

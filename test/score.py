@@ -1,13 +1,12 @@
 """Score a DPN checkpoint (ours or the authors' released files) on a validation .rec.
 
-    python test/score.py --prefix models/dpn92 --epoch 0 --data-val val.rec --size 320 --meanmax
+    python test/score.py --model-prefix models/dpn92 --load-epoch 0 --data-val val.rec --size 320 --meanmax
 
 The authors' protocol: short side resized to S, centre crop S x S, bicubic, (pixel - mean) x 0.0167; the
 fully-convolutional test graph (symbols.score_symbol) with mean-max pooling of the class-score map. On oneDNN
 CPUs the graph's CPU arrangement computes it (the same outputs to float precision); --arrangement authors runs
 the authors' graph as released.
 """
-import argparse
 import json
 import sys
 import tempfile
@@ -21,20 +20,16 @@ from dpn_mxnet.evaluation import evaluate, inference_module
 
 
 def parse_args(argv=None):
-    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--prefix", required=True, help="checkpoint prefix, e.g. models/dpn92 for dpn92-0000.params")
-    parser.add_argument("--epoch", type=int, default=0, help="checkpoint epoch")
-    parser.add_argument("--model", help="network (default: from the checkpoint: our -model.json, else by matching "
-                                        "its tensors against %s)" % ", ".join(symbols.VARIANTS))
-    parser.add_argument("--num-classes", type=int, help="classes (default: from the checkpoint)")
+    parser = cli.ArgumentParser(__doc__)
+    cli.add_checkpoint(parser)
+    cli.add_network(parser)
     parser.add_argument("--data-val", required=True, help="validation .rec (its .idx beside it)")
     parser.add_argument("--size", type=int, default=224, help="test size S (224, 320, ...)")
     parser.add_argument("--meanmax", action="store_true", help="mean-max pooling of the class-score map")
     parser.add_argument("--ten-crop", action="store_true",
                         help="average 10 crops (corners, centre, mirrored) taken from the image resized to --resize")
     parser.add_argument("--resize", type=int, help="short side before 10-crop (default: S x 256 / 224)")
-    parser.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1; empty = CPU")
+    cli.add_gpus(parser)
     arrangement_policy.add_argument(parser)
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch")
     parser.add_argument("--data-nthreads", type=int, default=4, help="decode threads")
@@ -58,8 +53,8 @@ def parse_args(argv=None):
 def build(args, scratch):
     """(module bound for inference, spec, validation batches, crops per image, .rec read, skipped records, name
     of the arrangement)."""
-    ckpt = checkpoint.load(args.prefix, args.epoch)
-    spec = checkpoint.model_spec(ckpt, args.model, args.num_classes)
+    ckpt = checkpoint.load(args.model_prefix, args.load_epoch)
+    spec = checkpoint.model_spec(ckpt, args.network, args.num_classes)
     ctx = args.contexts
     name = arrangement_policy.choose(args.arrangement, ctx)
     arrangement = symbols.ARRANGEMENTS[name].for_inference()

@@ -14,7 +14,7 @@ TINY = ('{"stem_filters": 16, "stem_kernel": 3, "k_r": 32, "groups": 8, "k_sec":
 
 
 def benchmark(*args):
-    return subprocess.run([sys.executable, "-m", "tools.benchmark", "--model", TINY, "--batch-size", "2",
+    return subprocess.run([sys.executable, "-m", "tools.benchmark", "--network", TINY, "--batch-size", "2",
                            "--warmup", "0", "--repeats", "2"] + list(args), cwd=REPO, capture_output=True, text=True,
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
 

@@ -34,7 +34,7 @@ def authors_dpn68(reference, tmp_path_factory):
 @pytest.mark.parametrize("options", [[], ["--size", 320, "--meanmax"]])
 def test_onnx_export_matches_mxnet(authors_dpn68, tmp_path, options):
     out = tmp_path / "dpn68.onnx"
-    report = tool("tools/export_onnx.py", "--prefix", authors_dpn68, "-o", out, *options)
+    report = tool("tools/export_onnx.py", "--model-prefix", authors_dpn68, "-o", out, *options)
     assert out.stat().st_size > 40e6  # the weights are in the file
     assert report["size"] == (320 if options else 224) and report["meanmax"] == bool(options)
     assert report["max_abs_logit_diff"] < 1e-4
@@ -65,7 +65,7 @@ def test_bn_refinement_restores_corrupted_statistics(tmp_path, digits_rec):
     checkpoint.save_model_info(broken, ckpt.info)
     assert accuracy(broken, 4, digits_rec.val) < trained - 30
 
-    report = tool("tools/refine_bn.py", "--prefix", broken, "--epoch", 4, "--data-train", digits_rec.train,
+    report = tool("tools/refine_bn.py", "--model-prefix", broken, "--load-epoch", 4, "--data-train", digits_rec.train,
                   "--batches", 30, "--batch-size", 8)
     assert report["batchnorms"] == len(ckpt.aux_params) // 2 and report["batches"] == 30
     refined = accuracy(broken + "-bnrefined", 4, digits_rec.val)

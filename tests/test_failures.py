@@ -161,9 +161,9 @@ def test_full_disk_at_a_checkpoint_stops_the_job(digits_rec, tiny_disk, job_tag)
 def test_undecodable_record_is_named(tool, tiny_prefix, digits_rec, broken, tmp_path):
     rec, record_id, offset = broken["train" if tool == "train" else "val"]
     if tool == "score":
-        done = run("test/score.py", "--prefix", tiny_prefix, "--epoch", 1, "--data-val", rec, "--size", 32)
+        done = run("test/score.py", "--model-prefix", tiny_prefix, "--load-epoch", 1, "--data-val", rec, "--size", 32)
     elif tool == "refine_bn":
-        done = run("tools/refine_bn.py", "--prefix", tiny_prefix, "--epoch", 1, "--data-train", rec, "--batches", 2,
+        done = run("tools/refine_bn.py", "--model-prefix", tiny_prefix, "--load-epoch", 1, "--data-train", rec, "--batches", 2,
                    "--batch-size", 8, "--out-prefix", tmp_path / "refined")
     else:
         done = run_train(train_command(digits_rec, tmp_path / "tiny", "--data-train", rec, "--batch-size", 8,
@@ -188,7 +188,7 @@ def test_python_decoders_name_the_record(broken):
 
 def test_skipped_records_are_left_out_and_counted(tiny_prefix, broken, digits_rec):
     rec, record_id, offset = broken["val"]
-    done = run("test/score.py", "--prefix", tiny_prefix, "--epoch", 1, "--data-val", rec, "--size", 32,
+    done = run("test/score.py", "--model-prefix", tiny_prefix, "--load-epoch", 1, "--data-val", rec, "--size", 32,
                "--bad-records", "skip", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["images"] == data.num_records(digits_rec.val) - 1
@@ -230,7 +230,7 @@ def test_predict_names_or_skips_undecodable_files(tiny_prefix, tmp_path):
     good, bad = tmp_path / "good.png", tmp_path / "bad.png"
     cv2.imwrite(str(good), np.random.RandomState(0).randint(0, 255, (40, 40, 3)).astype(np.uint8))
     bad.write_bytes(b"\0" * 8 + good.read_bytes()[8:])
-    options = ["--prefix", tiny_prefix, "--epoch", 1, "--json", "--batch-size", 1]
+    options = ["--model-prefix", tiny_prefix, "--load-epoch", 1, "--json", "--batch-size", 1]
     assert last_line(run("tools/predict.py", *options, good, bad)) == (
         "error: %s: not an image MXNet can decode (JPEG, PNG, BMP, ...)" % bad)
     done = run("tools/predict.py", *options, "--bad-records", "skip", bad, good)
@@ -370,14 +370,14 @@ def test_record_files_that_are_not_what_they_claim(digits_rec, tmp_path):
 def test_output_folders_are_checked_before_any_work(tiny_prefix, digits_rec, tmp_path, read_only_folder, capsys):
     missing = tmp_path / "missing"
     cases = [
-        (export_onnx.main, ["--prefix", tiny_prefix, "--epoch", "1", "-o", str(missing / "m.onnx")],
+        (export_onnx.main, ["--model-prefix", tiny_prefix, "--load-epoch", "1", "-o", str(missing / "m.onnx")],
          "error: -o/--out: %s is not an existing folder" % missing),
-        (export_onnx.main, ["--prefix", tiny_prefix, "--epoch", "1", "-o", str(read_only_folder / "m.onnx")],
+        (export_onnx.main, ["--model-prefix", tiny_prefix, "--load-epoch", "1", "-o", str(read_only_folder / "m.onnx")],
          "error: -o/--out: cannot write in %s" % read_only_folder),
-        (export_onnx.main, ["--prefix", tiny_prefix, "-o", "m.onnx", "--batch-size", "0"],
+        (export_onnx.main, ["--model-prefix", tiny_prefix, "-o", "m.onnx", "--batch-size", "0"],
          "--batch-size must be positive, got 0"),
         # the checkpoint does not exist: the output folder is checked first, before anything is computed
-        (refine_bn.main, ["--prefix", str(missing / "m"), "--epoch", "1", "--data-train", str(digits_rec.val),
+        (refine_bn.main, ["--model-prefix", str(missing / "m"), "--load-epoch", "1", "--data-train", str(digits_rec.val),
                           "--out-prefix", str(read_only_folder / "refined")],
          "error: --out-prefix: cannot write in %s" % read_only_folder),
         (make_rec.main, [str(tmp_path), str(read_only_folder / "rec")],

@@ -51,7 +51,7 @@ def reference_probabilities(graph, args, aux, paths):
 @pytest.mark.parametrize("options", [[], ["--arrangement", "authors"]])
 def test_top_classes_match_the_authors_graph(released, photos, options):
     prefix, graph, args, aux = released
-    done = predict("--prefix", prefix, "--json", "--batch-size", 2, *photos, *options)  # 2 + a padded batch of 1
+    done = predict("--model-prefix", prefix, "--json", "--batch-size", 2, *photos, *options)  # 2 + a padded batch of 1
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     names = [line.split("\t") for line in IMAGENET_CLASSES.read_text().splitlines()]
@@ -68,7 +68,7 @@ def test_top_classes_match_the_authors_graph(released, photos, options):
 def test_text_output_and_class_numbers_file(released, photos, tmp_path):
     classes = tmp_path / "classes.txt"
     classes.write_text("".join("c%d\n" % i for i in range(1000)))
-    done = predict("--prefix", released[0], "--top", 2, "--classes", classes, photos[0])
+    done = predict("--model-prefix", released[0], "--top", 2, "--classes", classes, photos[0])
     assert done.returncode == 0, done.stderr
     line, = done.stdout.splitlines()
     assert line.startswith("%s: " % photos[0]) and line.count("(c") == 2
@@ -82,6 +82,6 @@ def test_text_output_and_class_numbers_file(released, photos, tmp_path):
     (lambda tmp: sample_photo("chelsea.png"), ["--size", "16"], 1, "too small for this DPN: it needs at least 32 px"),
 ])
 def test_bad_input_gives_one_line_error(released, tmp_path, make_input, options, status, message):
-    done = predict("--prefix", released[0], make_input(tmp_path), *options)
+    done = predict("--model-prefix", released[0], make_input(tmp_path), *options)
     assert done.returncode == status  # 2: a usage error, found before any work
     assert message in done.stderr and "Traceback" not in done.stderr

@@ -64,7 +64,7 @@ def test_score_reports_the_errors_of_the_raw_outputs(released, photo_rec, tmp_pa
     top5 = 100.0 * np.mean([label not in row[:5] for label, row in zip(labels, order)])
     assert 0 < top1 and 0 < top5 < 100  # hits and misses of both kinds
 
-    done = score("--prefix", prefix, "--epoch", 0, "--data-val", rec, "--size", size, *(["--meanmax"] * meanmax),
+    done = score("--model-prefix", prefix, "--load-epoch", 0, "--data-val", rec, "--size", size, *(["--meanmax"] * meanmax),
                  "--batch-size", 4, "--json", *options)
     assert done.returncode == 0, done.stderr
     row = json.loads(done.stdout)
@@ -87,7 +87,7 @@ def test_ten_crop_averages_the_ten_views(released, photo_rec):
         labels.append(batch.label[0].asnumpy()[:keep:10])
     probs, labels = np.concatenate(probs), np.concatenate(labels)
     order = np.argsort(-probs, axis=1)
-    done = score("--prefix", prefix, "--data-val", photo_rec.val, "--ten-crop", "--batch-size", 2, "--json")
+    done = score("--model-prefix", prefix, "--data-val", photo_rec.val, "--ten-crop", "--batch-size", 2, "--json")
     assert done.returncode == 0, done.stderr
     row = json.loads(done.stdout)
     assert row["images"] == len(labels) == data.num_records(photo_rec.val)
@@ -97,21 +97,21 @@ def test_ten_crop_averages_the_ten_views(released, photo_rec):
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--model", "dpn92"], "checkpoint tensor conv1_x_1__conv_weight has shape (10, 3, 3, 3) but dpn92 with 1000 "
+    (["--network", "dpn92"], "checkpoint tensor conv1_x_1__conv_weight has shape (10, 3, 3, 3) but dpn92 with 1000 "
                            "classes needs (64, 3, 7, 7)"),
     (["--num-classes", 365], "checkpoint tensor fc6_weight has shape (1000, 832) but dpn68 with 365 classes needs "
                              "(365, 832)"),
-    (["--epoch", 5], "dpn68-0005.params not found; epochs saved under"),
+    (["--load-epoch", 5], "dpn68-0005.params not found; epochs saved under"),
     (["--size", 160], "size 160 is too small for the test graph"),
 ])
 def test_bad_checkpoint_or_option_gives_one_line_error(released, photo_rec, options, message):
-    done = score("--prefix", released[0], "--data-val", photo_rec.val, *options)
+    done = score("--model-prefix", released[0], "--data-val", photo_rec.val, *options)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert message in done.stderr.strip().splitlines()[-1], done.stderr
-    if "--epoch" in options:
+    if "--load-epoch" in options:
         assert done.stderr.strip().endswith(": 0")
 
 
 def test_missing_rec_is_named(released, tmp_path):
-    done = score("--prefix", released[0], "--data-val", tmp_path / "nowhere.rec")
+    done = score("--model-prefix", released[0], "--data-val", tmp_path / "nowhere.rec")
     assert done.returncode != 0 and "nowhere.rec: no such record file" in done.stderr

@@ -28,7 +28,7 @@ LAUNCH_2X1 = ["-n", 2, "-s", 1, "--launcher", "local", "--host-ip", "127.0.0.1"]
 
 
 def train_command(digits, prefix, *options):
-    return ["python", "train/train_imagenet.py", "--network", TINY, "--num-classes", 10, "--image-size", 32,
+    return ["python", "train/train_imagenet.py", "--network", TINY, "--num-classes", 10, "--size", 32,
             "--data-train", digits.train, "--model-prefix", prefix, "--disp-batches", 5, *options]
 
 
@@ -217,7 +217,7 @@ def test_make_train_over_ssh_with_a_hostfile(tmp_path, digits_rec, ssh_server, j
     hosts.write_text("# the test's sshd, twice: one worker and one server each\n%s\n%s\n"
                      % (ssh_server.address, ssh_server.address))
     prefix = tmp_path / job_tag / "tiny"
-    options = ["--num-classes", 10, "--image-size", 32, "--data-train", digits_rec.train, "--data-val", digits_rec.val,
+    options = ["--num-classes", 10, "--size", 32, "--data-train", digits_rec.train, "--data-val", digits_rec.val,
                "--batch-size", 16, "--num-epochs", 2, "--lr", 0.1, "--model-prefix", prefix] + DIGITS_AUG
     done = subprocess.run(["make", "--no-print-directory", "train", "NODES=2", "HOSTS=%s" % hosts,
                            "HOST_IP=127.0.0.1", "MODEL=%s" % TINY, "ARGS=%s" % " ".join(map(str, options))],
@@ -232,7 +232,7 @@ def test_make_train_over_ssh_with_a_hostfile(tmp_path, digits_rec, ssh_server, j
 
 
 def test_benchmark_prints_a_speed_table_row():
-    done = run_train(["python", "train/train_imagenet.py", "--network", TINY, "--num-classes", 10, "--image-size", 32,
+    done = run_train(["python", "train/train_imagenet.py", "--network", TINY, "--num-classes", 10, "--size", 32,
                       "--batch-size", 4, "--benchmark", "--benchmark-batches", 3], timeout=120)
     assert done.returncode == 0, done.stderr
     header, rule, row = done.stdout.strip().splitlines()[-3:]

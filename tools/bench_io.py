@@ -12,7 +12,6 @@ The records are the colour photographs shipped with scikit-image and scikit-lear
 ImageNet's typical short side (--short-side) and packed with tools/make_rec.py (pass-through, like ImageNet
 training records), repeated to --records records.
 """
-import argparse
 import pathlib
 import platform
 import statistics
@@ -122,8 +121,7 @@ def cpu_model():
 
 
 def main(argv=None):
-    parser = cli.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(__doc__)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="decode threads to time (default: 1 2)")
     parser.add_argument("--size", type=int, default=224, help="crop size (default: %(default)s)")
     parser.add_argument("--records", type=int, default=200, help="records in the benchmark .rec (default: %(default)s)")

@@ -7,7 +7,6 @@ round, and each figure is the median over rounds of each run's median step. A ca
 --arrangement; by default the one the entry points choose: cpu on oneDNN CPUs); its timm figure is that of
 MODEL:MODE:BATCH.
 """
-import argparse
 import json
 import os
 import pathlib
@@ -44,7 +43,7 @@ def parse_case(text):
 
 
 def parse_args(argv=None):
-    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(__doc__)
     parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help="what to measure, in order")
     parser.add_argument("--rounds", type=int, default=3,
                         help="runs per framework and case (the median of 3 or more ignores one outlying run)")
@@ -85,7 +84,7 @@ def measure(args):
     timm_cases = sorted({case[:3] for case in args.cases}, key=[c[:3] for c in args.cases].index)
     for r in range(args.rounds):
         for model, mode, batch in timm_cases:
-            common = ["--model", model, "--mode", mode, "--batch-size", str(batch),
+            common = ["--network", model, "--mode", mode, "--batch-size", str(batch),
                       "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
             runs = [("timm", [args.timm_python, "-m", "tools.bench_timm"] + common, None)]
             runs += [("mxnet", [sys.executable, "-m", "tools.benchmark"] + common

@@ -1,11 +1,10 @@
 """The timm side of the side-by-side benchmark: the same measurements as tools/benchmark.py, on timm's DPN in
 PyTorch (CPU), printed as the same JSON line. Runs in the separate environment .venv-timm
-(``make bench-timm`` builds it): ``.venv-timm/bin/python -m tools.bench_timm --model dpn68 --mode train``.
+(``make bench-timm`` builds it): ``.venv-timm/bin/python -m tools.bench_timm --network dpn68 --mode train``.
 
 train: forward, cross-entropy, backward and SGD step (momentum 0.9, wd 1e-4); infer: eval mode under
 torch.inference_mode; score: timm's test-time pooling head (its counterpart of the mean-max scoring graph).
 """
-import argparse
 import sys
 
 import timm
@@ -17,18 +16,18 @@ from dpn_mxnet import cli
 
 
 def parse_args(argv=None):
-    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(__doc__)
     benchmarking.add_arguments(parser)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads; default: OMP_NUM_THREADS as PyTorch reads it")
     args = benchmarking.check_arguments(parser, parser.parse_args(argv))
-    if args.model not in timm.list_models("dpn*"):
-        parser.error("--model: timm has no %r (it has %s)" % (args.model, ", ".join(timm.list_models("dpn*"))))
+    if args.network not in timm.list_models("dpn*"):
+        parser.error("--network: timm has no %r (it has %s)" % (args.network, ", ".join(timm.list_models("dpn*"))))
     return args
 
 
 def build_model(args):
-    model = timm.create_model(args.model, pretrained=False)
+    model = timm.create_model(args.network, pretrained=False)
     if args.mode == "train":
         return model.train()
     model.eval()

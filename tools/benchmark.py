@@ -6,7 +6,6 @@ mean-max test graph at 320, as test/score.py runs it. By default each uses the a
 cpu (symbols/arrangement.py) on oneDNN CPUs, the authors' graph on GPUs.
 The MXNet side of ``tools/bench_side_by_side.py``; ``tools/bench_timm.py`` is the timm side.
 """
-import argparse
 import os
 import sys
 
@@ -20,13 +19,13 @@ from dpn_mxnet.fit import train_step
 
 
 def parse_args(argv=None):
-    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(__doc__)
     benchmarking.add_arguments(parser)
-    parser.add_argument("--gpus", default="", help="GPU ids such as 0,1; empty runs on the CPU")
+    cli.add_gpus(parser)
     arrangement_policy.add_argument(parser)
     args = benchmarking.check_arguments(parser, parser.parse_args(argv))
     try:
-        symbols.resolve(args.model)
+        symbols.resolve(args.network)
         args.contexts = devices.contexts(args.gpus)
         args.arrangement = arrangement_policy.choose(args.arrangement, args.contexts)
     except ValueError as err:
@@ -44,11 +43,11 @@ def graph_arrangement(args):
 def build_symbol(args):
     arrangement = graph_arrangement(args)
     if args.mode == "score":
-        return symbols.score_symbol(args.model, image_size=args.size, arrangement=arrangement)
+        return symbols.score_symbol(args.network, image_size=args.size, arrangement=arrangement)
     if args.mode == "infer":  # the logits, as tools/predict.py builds them
-        return mx.sym.SoftmaxOutput(symbols.logits(args.model, image_size=args.size, arrangement=arrangement),
+        return mx.sym.SoftmaxOutput(symbols.logits(args.network, image_size=args.size, arrangement=arrangement),
                                     name="softmax")
-    return symbols.get_symbol(args.model, image_size=args.size, arrangement=arrangement)
+    return symbols.get_symbol(args.network, image_size=args.size, arrangement=arrangement)
 
 
 def random_params(symbol, data_shape, initializer):

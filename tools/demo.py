@@ -8,7 +8,6 @@ scored at the training size and with mean-max at a larger size, its curves drawn
 Every step is one of the project's commands, printed before it runs. A second run reuses the data and the
 trained checkpoint when they are there.
 """
-import argparse
 import json
 import os
 import pathlib
@@ -31,8 +30,7 @@ SIZE = 32
 
 
 def parse_args(argv=None):
-    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(__doc__)
     parser.add_argument("--out", default="work/demo", help="folder for everything the demo writes")
     parser.add_argument("--limit", type=int, help="use only this many digit scans (default: all 1,797)")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs")
@@ -66,17 +64,17 @@ def main(argv=None):
     else:
         run([python, "tools/launch.py", "-n", 2, "-s", 1, "--launcher", "local", "--host-ip", "127.0.0.1",
              "python", "train/train_imagenet.py", "--network", json.dumps(NETWORK), "--num-classes", 10,
-             "--image-size", SIZE, "--data-train", digits / "train.rec", "--data-val", digits / "val.rec",
+             "--size", SIZE, "--data-train", digits / "train.rec", "--data-val", digits / "val.rec",
              "--kv-store", "dist_sync", "--batch-size", args.batch_size, "--num-epochs", args.epochs,
              "--lr", 0.1, "--lr-steps", max(1, args.epochs * 4 // 5), "--model-prefix", prefix,
              "--disp-batches", 10, "--resume", "auto"] + AUGMENTATION)
 
-    scores = [run([python, "test/score.py", "--prefix", prefix, "--epoch", args.epochs, "--data-val",
+    scores = [run([python, "test/score.py", "--model-prefix", prefix, "--load-epoch", args.epochs, "--data-val",
                    digits / "val.rec", "--size", size, "--json"] + (["--meanmax"] if meanmax else []), capture=True)
               for size, meanmax in ((SIZE, False), (args.test_size, True))]
     curves = out / "training-curves.png"
     run([python, "tools/plot_log.py", str(prefix) + "-train.log", "-o", curves])
-    onnx = run([python, "tools/export_onnx.py", "--prefix", prefix, "--epoch", args.epochs,
+    onnx = run([python, "tools/export_onnx.py", "--model-prefix", prefix, "--load-epoch", args.epochs,
                 "-o", out / "dpn-digits.onnx"], capture=True)
 
     last = [json.loads(line.split("epoch-summary", 1)[1])

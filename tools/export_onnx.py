@@ -1,12 +1,11 @@
 """Export a DPN checkpoint (ours or the authors') to ONNX and check it against MXNet with onnxruntime.
 
-    python tools/export_onnx.py --prefix models/dpn68 --epoch 0 -o dpn68.onnx                  # training graph
-    python tools/export_onnx.py --prefix models/dpn68 --epoch 0 --size 320 --meanmax -o s.onnx # test graph
+    python tools/export_onnx.py --model-prefix models/dpn68 --load-epoch 0 -o dpn68.onnx                  # training graph
+    python tools/export_onnx.py --model-prefix models/dpn68 --load-epoch 0 --size 320 --meanmax -o s.onnx # test graph
 
 The ONNX model maps normalised images (N, 3, S, S) to class logits (the mean-max pooled score map for the
 test graph). The parity check runs both on the same batch and prints the largest absolute logit difference.
 """
-import argparse
 import json
 import os
 import sys
@@ -20,12 +19,9 @@ from dpn_mxnet.checks import check_output_folder
 
 
 def parse_args(argv=None):
-    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--prefix", required=True, help="checkpoint prefix")
-    parser.add_argument("--epoch", type=int, default=0, help="checkpoint epoch")
-    parser.add_argument("--model", help="network (default: read from the checkpoint)")
-    parser.add_argument("--num-classes", type=int, help="classes (default: from the checkpoint)")
+    parser = cli.ArgumentParser(__doc__)
+    cli.add_checkpoint(parser)
+    cli.add_network(parser)
     parser.add_argument("--size", type=int, help="input size (default: the training size; another size, or "
                                                  "--meanmax, exports the fully-convolutional test graph)")
     parser.add_argument("--meanmax", action="store_true", help="test graph with mean-max pooling")
@@ -83,8 +79,8 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         check_output_folder(os.path.dirname(os.path.abspath(args.out)), "-o/--out")
-        ckpt = checkpoint.load(args.prefix, args.epoch)
-        spec = checkpoint.model_spec(ckpt, args.model, args.num_classes)
+        ckpt = checkpoint.load(args.model_prefix, args.load_epoch)
+        spec = checkpoint.model_spec(ckpt, args.network, args.num_classes)
         size = args.size or spec.train_size
         graph, params = export(ckpt, spec, size, args.meanmax, args.batch_size, args.out)
     except (checkpoint.CheckpointError, ValueError) as err:

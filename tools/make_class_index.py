@@ -6,7 +6,6 @@ which is the label order of the released DPN models.
     python tools/make_class_index.py            # rewrites data_lists/imagenet1k_classes.txt
     python tools/make_class_index.py --check    # fails if the file differs from what gluoncv gives
 """
-import argparse
 import pathlib
 import sys
 
@@ -26,8 +25,7 @@ def imagenet1k_lines():
 
 
 def main(argv=None):
-    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(__doc__)
     parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="class index file to write")
     parser.add_argument("--check", action="store_true", help="compare with the file instead of writing it")
     args = parser.parse_args(argv)

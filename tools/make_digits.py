@@ -9,7 +9,6 @@ deterministic and stratified: within each digit, every 5th scan (in the data set
 --limit keeps the first N scans in class-balanced order. Packing uses tools/make_rec.py with the class index
 derived from the folder names (label = digit). A second run with the same options reuses the output.
 """
-import argparse
 import json
 import pathlib
 
@@ -73,8 +72,7 @@ def make_digits(out, limit=None, size=32, threads=2):
 
 
 def main(argv=None):
-    parser = cli.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(__doc__)
     parser.add_argument("out", help="output folder")
     parser.add_argument("--limit", type=int, help="keep only this many scans (default: all 1,797)")
     parser.add_argument("--size", type=int, default=32, help="image side in pixels (default: %(default)s)")

@@ -10,7 +10,6 @@ validation records too unless --val-resize S (short side S, JPEG). Images the re
 plain 3-channel JPEG/PNG (CMYK, palette, alpha, 16-bit, PNG data in a .JPEG file, ...) are re-encoded as RGB JPEG
 first, and every such file is listed in OUT/<split>.report.txt and on stdout.
 """
-import argparse
 import os
 
 from dpn_mxnet import cli
@@ -20,8 +19,7 @@ from dpn_mxnet.packing import IMAGENET_CLASSES, make_rec
 
 
 def main(argv=None):
-    parser = cli.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(__doc__)
     parser.add_argument("data", help="folder with train/ and/or val/")
     parser.add_argument("out", help="output folder for train.{lst,rec,idx} and val.{lst,rec,idx}")
     parser.add_argument("--classes", default=str(IMAGENET_CLASSES),

@@ -5,7 +5,6 @@
 Reads the ``epoch-summary`` lines that train/train_imagenet.py writes once per epoch (a resumed run appends
 to the same log; the latest line of each epoch wins).
 """
-import argparse
 import json
 import os
 import sys
@@ -50,8 +49,7 @@ def plot(summaries, out, title):
 
 
 def main():
-    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(__doc__)
     parser.add_argument("log", help="training log written by train/train_imagenet.py")
     parser.add_argument("-o", "--out", help="PNG to write (default: the log's name with .png)")
     args = parser.parse_args()

@@ -1,13 +1,12 @@
 """Classify image files with a DPN checkpoint (ours or the authors' released files): the top classes of each.
 
-    python tools/predict.py --prefix models/dpn92 --epoch 0 cat.jpg dog.png
+    python tools/predict.py --model-prefix models/dpn92 --load-epoch 0 cat.jpg dog.png
 
 The validation protocol (short side resized to S, bicubic, centre S x S crop, (pixel - mean) x 0.0167), then
 the forward pass at S. On oneDNN CPUs the graph's CPU arrangement computes it (symbols/arrangement.py: the
 checkpoint's parameters, the same outputs to float precision); --arrangement authors runs the authors' graph as
 released. ImageNet-1k checkpoints print class names from data_lists/imagenet1k_classes.txt.
 """
-import argparse
 import json
 import sys
 
@@ -22,18 +21,16 @@ from dpn_mxnet.evaluation import inference_module
 
 
 def parse_args(argv=None):
-    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(__doc__)
     parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, BMP, ...)")
-    parser.add_argument("--prefix", required=True, help="checkpoint prefix, e.g. models/dpn92 for dpn92-0000.params")
-    parser.add_argument("--epoch", type=int, default=0, help="checkpoint epoch")
-    parser.add_argument("--model", help="network (default: from the checkpoint, as test/score.py finds it)")
+    cli.add_checkpoint(parser)
+    cli.add_network(parser, num_classes=False)
     parser.add_argument("--size", type=int, help="input size S (default: the checkpoint's training size)")
     parser.add_argument("--resize", type=int, help="short side before the centre crop (default: S)")
     parser.add_argument("--top", type=int, default=5, help="classes printed per image")
     parser.add_argument("--classes", help="class index file, line i = class i: '<id>[<TAB><name>]' (default: "
                                           "%s for 1000 classes, class numbers otherwise)" % IMAGENET_CLASSES.name)
-    parser.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1; empty = CPU")
+    cli.add_gpus(parser)
     arrangement_policy.add_argument(parser)
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
@@ -79,8 +76,8 @@ def predictor(args, ckpt, spec, ctx, batch, size):
 def predict(args):
     """([(image path, [(probability, class id, class name), ...] best first)] for every image, [report of each
     image skipped as undecodable])."""
-    ckpt = checkpoint.load(args.prefix, args.epoch)
-    spec = checkpoint.model_spec(ckpt, args.model)
+    ckpt = checkpoint.load(args.model_prefix, args.load_epoch)
+    spec = checkpoint.model_spec(ckpt, args.network)
     size = args.size or spec.train_size
     table = class_table(args.classes, spec.num_classes)
     ctx = args.contexts

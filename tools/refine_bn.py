@@ -1,6 +1,6 @@
 """Re-estimate every BatchNorm's moving mean and variance with the weights frozen (the paper's BN refinement).
 
-    python tools/refine_bn.py --prefix checkpoints/dpn92 --epoch 100 --data-train train.rec --batches 200
+    python tools/refine_bn.py --model-prefix checkpoints/dpn92 --load-epoch 100 --data-train train.rec --batches 200
 
 Each batch runs forward in training mode (every BatchNorm normalising with its batch statistics, as during
 training; no optimizer, so the weights stay as they are) and the per-channel mean and variance of every
@@ -8,7 +8,6 @@ BatchNorm's input are averaged over the batches ("precise BN"); those become the
 are read with the validation protocol (short side, centre crop). The result is a new checkpoint with the same
 weights, by default ``<prefix>-bnrefined`` at the same epoch.
 """
-import argparse
 import json
 import os
 import sys
@@ -18,16 +17,15 @@ import mxnet as mx
 import numpy as np
 
 import symbols
-from dpn_mxnet import checkpoint, cli, data
-from dpn_mxnet.checks import check_output_folder
+from dpn_mxnet import checkpoint, cli, data, devices
+from dpn_mxnet.checks import check_devices, check_output_folder
 
 
 def parse_args(argv=None):
-    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--prefix", required=True, help="checkpoint prefix")
-    parser.add_argument("--epoch", type=int, required=True, help="checkpoint epoch")
-    parser.add_argument("--model", help="network (default: read from the checkpoint)")
+    parser = cli.ArgumentParser(__doc__)
+    cli.add_checkpoint(parser, epoch_default=None)
+    cli.add_network(parser, num_classes=False)
+    cli.add_gpus(parser)
     parser.add_argument("--data-train", required=True, help="training .rec whose images estimate the statistics")
     parser.add_argument("--batches", type=int, default=200, help="batches to average over")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch")
@@ -40,6 +38,13 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.batches <= 0 or args.batch_size <= 0:
         parser.error("--batches and --batch-size must be positive")
+    try:
+        args.contexts = devices.contexts(args.gpus)
+        check_devices(args.contexts)
+    except ValueError as err:
+        parser.error(str(err))
+    if len(args.contexts) != 1:
+        parser.error("--gpus: BatchNorm statistics are averaged over whole batches on one device, got %r" % args.gpus)
     return args
 
 
@@ -57,14 +62,14 @@ def batchnorm_inputs(symbol):
     return source_of, sources
 
 
-def refine(symbol, arg_params, batches, num_batches):
+def refine(symbol, arg_params, batches, num_batches, context):
     """Average each BatchNorm's per-channel batch mean and (biased) variance of its input over ``num_batches``
     batches, with every BatchNorm in training mode as during training; returns the new aux params."""
     source_of, sources = batchnorm_inputs(symbol)
     shape = batches.provide_data[0][1]
     # oneDNN's inference fusion pass cannot bind a graph whose outputs are inner tensors; it fuses nothing here
     os.environ["MXNET_SUBGRAPH_BACKEND"] = "NONE"
-    executor = mx.sym.Group(list(sources.values())).simple_bind(mx.cpu(), grad_req="null", data=shape)
+    executor = mx.sym.Group(list(sources.values())).simple_bind(context, grad_req="null", data=shape)
     executor.copy_params_from(arg_params, allow_extra_params=True)
     means = {name: 0.0 for name in sources}
     variances = {name: 0.0 for name in sources}
@@ -89,20 +94,20 @@ def refine(symbol, arg_params, batches, num_batches):
 
 def main(argv=None):
     args = parse_args(argv)
-    out_prefix = args.out_prefix or args.prefix + "-bnrefined"
+    out_prefix = args.out_prefix or args.model_prefix + "-bnrefined"
     try:
         check_output_folder(os.path.dirname(os.path.abspath(out_prefix)), "--out-prefix")
         with tempfile.TemporaryDirectory(prefix="refine-") as scratch:
-            ckpt = checkpoint.load(args.prefix, args.epoch)
-            spec = checkpoint.model_spec(ckpt, args.model)
+            ckpt = checkpoint.load(args.model_prefix, args.load_epoch)
+            spec = checkpoint.model_spec(ckpt, args.network)
             size = args.size or spec.train_size
             rec, skipped = data.readable_rec(args.data_train, spec.num_classes, args.bad_records, scratch)
             for report in skipped:
                 print("skipping %s" % report, file=sys.stderr)
             batches = data.val_iter(rec, args.batch_size, size, threads=args.data_nthreads)
             symbol = symbols.get_symbol(spec.network, spec.num_classes, spec.classifier, size)
-            aux_params, used = refine(symbol, ckpt.arg_params, batches, args.batches)
-        checkpoint.save(out_prefix, args.epoch, symbol, ckpt.arg_params, aux_params)
+            aux_params, used = refine(symbol, ckpt.arg_params, batches, args.batches, args.contexts[0])
+        checkpoint.save(out_prefix, args.load_epoch, symbol, ckpt.arg_params, aux_params)
         if ckpt.info:
             checkpoint.save_model_info(out_prefix, ckpt.info)
     except (checkpoint.CheckpointError, data.DataError, ValueError) as err:
@@ -110,7 +115,7 @@ def main(argv=None):
     if skipped:
         print("skipped %d undecodable records of %s (--bad-records skip; each named above)"
               % (len(skipped), args.data_train), file=sys.stderr)
-    print(json.dumps({"saved": checkpoint.params_path(out_prefix, args.epoch), "batches": used,
+    print(json.dumps({"saved": checkpoint.params_path(out_prefix, args.load_epoch), "batches": used,
                       "images": used * args.batch_size, "batchnorms": len(aux_params) // 2}))
 
 

@@ -2,7 +2,6 @@
 
     python tools/summary.py [--json] [--num-classes 1000]
 """
-import argparse
 import json
 
 import numpy as np
@@ -53,8 +52,7 @@ def summarize(network, num_classes=1000):
 
 
 def main():
-    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(__doc__)
     parser.add_argument("--num-classes", type=int, default=1000, help="classifier width")
     parser.add_argument("--json", action="store_true", help="print one JSON object per model instead of a table")
     args = parser.parse_args()

@@ -3,7 +3,6 @@
     python train/train_imagenet.py --network dpn92 --data-train train.rec --data-val val.rec --gpus 0,1,2,3
     python tools/launch.py -n 10 -H hosts $PWD/.venv/bin/python train/train_imagenet.py --kv-store dist_sync ...
 """
-import argparse
 import logging
 import os
 import socket
@@ -25,14 +24,13 @@ REFERENCE_LR, REFERENCE_BATCH = 0.316, 1280
 
 
 def parse_args(argv=None):
-    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(__doc__)
     model = parser.add_argument_group("model")
     model.add_argument("--network", default="dpn92",
                        help="one of %s, or a JSON DPN configuration" % ", ".join(symbols.VARIANTS))
     model.add_argument("--num-classes", type=int, default=1000, help="1000 ImageNet-1k, 4786 ImageNet-5k, 365 Places")
     model.add_argument("--classifier", help="classifier layer name (default: the authors' name for this model)")
-    model.add_argument("--image-size", type=int, default=224, help="training crop size")
+    model.add_argument("--size", type=int, default=224, help="training crop size")
     model.add_argument("--dtype", default="float32", choices=["float32", "float16"],
                        help="float16 trains in half precision with multi-precision SGD")
     arrangement_policy.add_argument(model)
@@ -56,7 +54,7 @@ def parse_args(argv=None):
     io.add_argument("--no-mirror", action="store_true", help="disable random horizontal flips")
 
     run = parser.add_argument_group("training")
-    run.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1,2,3; empty = CPU")
+    cli.add_gpus(run)
     run.add_argument("--kv-store", default=None,
                      choices=["local", "device", "dist_sync", "dist_device_sync", "dist_async"],
                      help="kvstore type (default: device with GPUs, local on CPU)")
@@ -86,9 +84,9 @@ def parse_args(argv=None):
     try:
         args.config = symbols.resolve(args.network)
         symbols.check_num_classes(args.num_classes)
-        symbols.check_image_size(args.config, args.image_size)
+        symbols.check_image_size(args.config, args.size)
     except ValueError as err:
-        parser.error("--network/--num-classes/--image-size: %s" % err)
+        parser.error("--network/--num-classes/--size: %s" % err)
     args.name = args.network if args.network in symbols.VARIANTS else "dpn-custom"
     if args.batch_size is None:
         args.batch_size = symbols.DEFAULT_BATCH.get(args.network, 32)
@@ -188,7 +186,7 @@ def training_batches(args, kv, ctx, data_shape):
                                       mx.nd.zeros(global_batch), global_batch, label_name="softmax_label")
         return synthetic, 1
     per_epoch = data.batches_per_epoch(data.num_records(args.data_train), kv.num_workers, global_batch)
-    batches = data.train_iter(args.data_train, global_batch, args.image_size, num_parts=kv.num_workers,
+    batches = data.train_iter(args.data_train, global_batch, args.size, num_parts=kv.num_workers,
                               part_index=kv.rank, batches_per_epoch=per_epoch, threads=args.data_nthreads,
                               seed=args.seed + kv.rank, aug=args.aug, min_area=args.min_area,
                               max_area=args.max_area, aspect=tuple(args.aspect), hsl=tuple(args.hsl),
@@ -246,11 +244,11 @@ def train(args, scratch, process):
     ctx = args.contexts
     mx.random.seed(args.seed)  # every worker initialises identically
     os.environ.setdefault("MXNET_UPDATE_ON_KVSTORE", "0")  # optimizer on the workers: its states can be saved
-    data_shape = (args.batch_size * len(ctx), 3, args.image_size, args.image_size)
+    data_shape = (args.batch_size * len(ctx), 3, args.size, args.size)
     arrangement = symbols.ARRANGEMENTS[args.arrangement]
-    symbol = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.image_size, args.dtype,
+    symbol = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.size, args.dtype,
                                 arrangement=arrangement)
-    exact = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.image_size)
+    exact = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.size)
 
     if kv.rank == 0 and not args.benchmark:
         removed = checkpoint.remove_stale_temporaries(args.model_prefix)
@@ -259,7 +257,7 @@ def train(args, scratch, process):
                         args.model_prefix)
     skipped = readable_data(args, kv, scratch, logger)
     train_batches, per_epoch = training_batches(args, kv, ctx, data_shape)
-    val_batches = (data.val_iter(args.data_val, data_shape[0], args.image_size, threads=args.data_nthreads)
+    val_batches = (data.val_iter(args.data_val, data_shape[0], args.size, threads=args.data_nthreads)
                    if args.data_val and kv.rank == 0 and not args.benchmark else None)
     begin_epoch = 0 if args.benchmark else resume_epoch(args)
     arg_params, aux_params = initial_params(args, exact, data_shape, begin_epoch, logger)
@@ -268,7 +266,7 @@ def train(args, scratch, process):
     base_lr = args.lr if args.lr is not None else REFERENCE_LR * global_batch / REFERENCE_BATCH
     schedule = learning_rate_schedule(base_lr, per_epoch, args.lr_steps, args.lr_factor, args.warmup_epochs)
     logger.info("%s: %d classes, %dx%d, batch %d per device x %d devices x %d workers, lr %.5g, %d batches/epoch, "
-                "%s arrangement", args.name, args.num_classes, args.image_size, args.image_size, args.batch_size,
+                "%s arrangement", args.name, args.num_classes, args.size, args.size, args.batch_size,
                 len(ctx), kv.num_workers, base_lr, per_epoch, args.arrangement)
 
     module = mx.mod.Module(symbol, context=ctx, logger=logger)
@@ -301,7 +299,7 @@ def train(args, scratch, process):
             "network": args.network if args.network in symbols.VARIANTS else args.config.to_json(),
             "num_classes": args.num_classes,
             "classifier": args.classifier or symbols.default_classifier(args.config, args.num_classes),
-            "image_size": args.image_size})
+            "image_size": args.size})
     fit(module, train_batches, val_batches, begin_epoch, args.num_epochs, save, args.disp_batches,
         lr_of=(lambda epochs: schedule(epochs * per_epoch)) if schedule else (lambda epochs: base_lr), logger=logger)
     if skipped:
