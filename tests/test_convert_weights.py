@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import symbols
+from dpn_mxnet import checkpoint, data, timm_weights
+from dpn_mxnet.sample_photos import sample_photo
 from symbols.dpn import parameter_layers
 from tools.make_rec import IMAGENET_CLASSES, read_class_table
-from tools.sample_photos import sample_photo
-from train import checkpoint, data, timm_weights
 
 from checkpoints import msra_params
 from conftest import REPO

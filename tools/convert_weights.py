@@ -14,7 +14,7 @@ import os
 import sys
 
 import symbols
-from train import checkpoint, timm_weights
+from dpn_mxnet import checkpoint, timm_weights
 
 CLASSIFIERS = ("fc6", "fc6-1k")
 

@@ -16,8 +16,8 @@ import numpy as np
 
 import symbols
 from symbols.dpn import STEM_NAME, final_name, parameter_layers
-from train import checkpoint
-from train.checkpoint import CheckpointError
+from dpn_mxnet import checkpoint
+from dpn_mxnet.checkpoint import CheckpointError
 
 BN_PAIRS = (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"), ("moving_var", "running_var"))
 AUXILIARY = ("moving_mean", "moving_var")
