@@ -2,6 +2,7 @@
 logits (tools/timm_reference.py in .venv-timm)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -63,7 +64,8 @@ def released_checkpoint(folder, network, num_classes=1000, classifier=None):
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    """Per variant: the released-style checkpoint, its parameters and its timm file made by the tool."""
+    """Per variant: the released-style checkpoint, its parameters and its timm file made by the tool (about 2 GB
+    for the six, removed afterwards)."""
     made = {}
     for network in symbols.VARIANTS:
         folder = tmp_path_factory.mktemp(network)
@@ -71,7 +73,9 @@ def converted(tmp_path_factory):
         report = convert("to-timm", "--model-prefix", prefix, "-o", folder / "model.safetensors")
         assert report["network"] == network and report["num_classes"] == 1000
         made[network] = (prefix, args, aux, folder / "model.safetensors")
-    return made
+    yield made
+    for _, _, _, timm_file in made.values():
+        shutil.rmtree(timm_file.parent)
 
 
 def assert_same_checkpoint(prefix, args, aux):
@@ -114,6 +118,7 @@ def test_round_trip_is_bit_exact(converted, tmp_path, network):
     assert_same_checkpoint(str(tmp_path / "back"), args, aux)
     assert checkpoint.load_model_info(str(tmp_path / "back")) == {
         "network": network, "num_classes": 1000, "classifier": report["classifier"], "image_size": 224}
+    os.remove(checkpoint.params_path(str(tmp_path / "back"), 0))
 
 
 @pytest.mark.parametrize("network, num_classes, classifier", [("dpn68", 365, "fc6"), ("dpn68b", 4786, "fc6"),
