@@ -11,20 +11,20 @@ from the tensors unless given; every tensor must be used exactly once, in the sh
 import argparse
 import json
 import os
-import sys
 
 import symbols
-from dpn_mxnet import checkpoint, timm_weights
+from dpn_mxnet import checkpoint, cli, timm_weights
+from dpn_mxnet.checks import UsageError, check_output_folder, check_positive
 
 CLASSIFIERS = ("fc6", "fc6-1k")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[1:]))
     commands = parser.add_subparsers(dest="command", required=True, metavar="{to-mxnet,to-timm}")
-    to_mxnet = commands.add_parser("to-mxnet", allow_abbrev=False, help="timm state dict -> checkpoint P-0000.params")
+    to_mxnet = commands.add_parser("to-mxnet", help="timm state dict -> checkpoint P-0000.params")
     to_mxnet.add_argument("timm_file", help="timm's DPN weights, e.g. model.safetensors from dpn92.mx_in1k")
     to_mxnet.add_argument("--model-prefix", required=True,
                           help="checkpoint prefix to write, e.g. models/dpn92 for models/dpn92-0000.params")
@@ -34,15 +34,17 @@ def parse_args(argv=None):
     to_mxnet.add_argument("--classifier", choices=CLASSIFIERS,
                           help="the classifier's name in the checkpoint (default: the authors' choice, fc6-1k for "
                                "DPN-68b with 1000 classes, fc6 otherwise)")
-    to_timm = commands.add_parser("to-timm", allow_abbrev=False, help="checkpoint -> timm state dict")
+    to_timm = commands.add_parser("to-timm", help="checkpoint -> timm state dict")
     to_timm.add_argument("--model-prefix", required=True, help="checkpoint prefix, e.g. models/dpn92")
     to_timm.add_argument("--load-epoch", type=int, default=0, help="checkpoint epoch to read (default: 0)")
     to_timm.add_argument("--network", help="variant name or JSON DPN configuration (default: from the checkpoint)")
     to_timm.add_argument("--num-classes", type=int, help="classes (default: from the checkpoint)")
     to_timm.add_argument("-o", "--out", required=True, help="file to write: .safetensors (or .pth with PyTorch)")
     args = parser.parse_args(argv)
-    if args.num_classes is not None and args.num_classes <= 0:
-        parser.error("--num-classes must be positive, got %d" % args.num_classes)
+    try:
+        check_positive("--num-classes", args.num_classes)
+    except UsageError as err:
+        parser.error(str(err))
     return args
 
 
@@ -53,11 +55,11 @@ def refuse_overwrite(path):
 
 def to_mxnet(args):
     """Convert, write the checkpoint and return a summary."""
+    check_output_folder(os.path.dirname(os.path.abspath(args.model_prefix)), "--model-prefix", create=True)
     refuse_overwrite(checkpoint.params_path(args.model_prefix, 0))
     state = timm_weights.read_state(args.timm_file)
     network, num_classes, classifier, arg_params, aux_params = timm_weights.from_timm(
         state, args.network, args.num_classes, args.classifier, source=args.timm_file)
-    os.makedirs(os.path.dirname(os.path.abspath(args.model_prefix)), exist_ok=True)
     checkpoint.save_model_info(args.model_prefix, {
         "network": network if network in symbols.VARIANTS else symbols.resolve(network).to_json(),
         "num_classes": num_classes, "classifier": classifier, "image_size": 224})
@@ -68,6 +70,7 @@ def to_mxnet(args):
 
 
 def to_timm(args):
+    check_output_folder(os.path.dirname(os.path.abspath(args.out)), "-o/--out")
     refuse_overwrite(args.out)
     ckpt = checkpoint.load(args.model_prefix, args.load_epoch)
     spec = checkpoint.model_spec(ckpt, args.network, args.num_classes)
@@ -82,8 +85,8 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         summary = (to_mxnet if args.command == "to-mxnet" else to_timm)(args)
-    except (checkpoint.CheckpointError, ValueError) as err:
-        sys.exit("error: %s" % err)
+    except (checkpoint.CheckpointError, UsageError, ValueError) as err:
+        cli.exit_with(err)
     print(json.dumps(summary))
 
 
