@@ -12,7 +12,6 @@ test-time-pool head (the counterpart of the mean-max test graph) wraps the model
 """
 import argparse
 import json
-import sys
 
 import numpy as np
 import timm
@@ -20,17 +19,19 @@ import torch
 from timm.layers import apply_test_time_pool
 from timm.models import load_checkpoint
 
+from dpn_mxnet import cli
+
 VARIANTS = ("dpn68", "dpn68b", "dpn92", "dpn98", "dpn107", "dpn131")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[1:]))
     commands = parser.add_subparsers(dest="command", required=True)
-    manifest = commands.add_parser("manifest", allow_abbrev=False, help="state-dict keys and shapes per variant")
+    manifest = commands.add_parser("manifest", help="state-dict keys and shapes per variant")
     manifest.add_argument("-o", "--out", required=True, help="JSON file to write")
-    logits = commands.add_parser("logits", allow_abbrev=False, help="timm's logits for converted weights")
+    logits = commands.add_parser("logits", help="timm's logits for converted weights")
     logits.add_argument("jobs", help="JSON list of jobs (see above)")
     return parser.parse_args(argv)
 
@@ -57,8 +58,8 @@ def run_job(job):
     if job.get("test_time_pool"):
         model, pooled = apply_test_time_pool(model, {"input_size": tuple(images.shape[1:])})
         if not pooled:
-            sys.exit("error: timm applies its test-time pool only above the training size, not at %s"
-                     % (tuple(images.shape[1:]),))
+            cli.exit_with("timm applies its test-time pool only above the training size, not at %s"
+                          % (tuple(images.shape[1:]),))
     with torch.inference_mode():
         np.save(job["out"], model(images).numpy())
 
