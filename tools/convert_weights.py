@@ -11,6 +11,7 @@ from the tensors unless given; every tensor must be used exactly once, in the sh
 import argparse
 import json
 import os
+import sys
 
 import symbols
 from dpn_mxnet import checkpoint, cli, timm_weights
@@ -85,8 +86,8 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         summary = (to_mxnet if args.command == "to-mxnet" else to_timm)(args)
-    except (checkpoint.CheckpointError, UsageError, ValueError) as err:
-        cli.exit_with(err)
+    except (checkpoint.CheckpointError, ValueError) as err:
+        sys.exit("error: %s" % err)
     print(json.dumps(summary))
 
 

@@ -12,6 +12,7 @@ test-time-pool head (the counterpart of the mean-max test graph) wraps the model
 """
 import argparse
 import json
+import sys
 
 import numpy as np
 import timm
@@ -58,8 +59,8 @@ def run_job(job):
     if job.get("test_time_pool"):
         model, pooled = apply_test_time_pool(model, {"input_size": tuple(images.shape[1:])})
         if not pooled:
-            cli.exit_with("timm applies its test-time pool only above the training size, not at %s"
-                          % (tuple(images.shape[1:]),))
+            sys.exit("error: timm applies its test-time pool only above the training size, not at %s"
+                     % (tuple(images.shape[1:]),))
     with torch.inference_mode():
         np.save(job["out"], model(images).numpy())
 
