@@ -66,5 +66,10 @@ $(TIMM_STAMP):
 	$(TIMM_VENV)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1 timm==1.0.31
 	rm -f $(TIMM_VENV)/.installed-*; touch $@
 
+# timm-venv: .venv-timm alone; where it exists, `make test` also checks converted weights against timm's logits
+# (tests/test_convert_weights.py), and .ci/run always builds it.
+.PHONY: timm-venv
+timm-venv: $(TIMM_STAMP)
+
 bench-timm: setup $(TIMM_STAMP)
 	$(PY) tools/bench_side_by_side.py --threads $(THREADS) $(SIDE_ARGS)

@@ -39,6 +39,34 @@ def final_name(cfg):
     return "conv%d_x_x" % (len(cfg.k_sec) + 1)
 
 
+STEM_NAME = "conv1_x_1"
+
+
+def parameter_layers(network):
+    """The authors' layers that hold parameters, in graph order, as (unit, layer, bn, conv).
+
+    ``unit`` is the stem (``STEM_NAME``), a DualPath unit of ``units`` or the final BN-ReLU (``final_name``);
+    ``layer`` the part of a unit ('c1x1-w(s/1)', 'c1x1-w(s/2)', 'c1x1-a', 'c3x3-b', 'c1x1-c', and 'c1x1-c1',
+    'c1x1-c2' for ``split_c``), '' for the stem and the final BN-ReLU; ``bn`` the BatchNorm's name (arguments
+    ``_gamma``, ``_beta``, auxiliary states ``_moving_mean``, ``_moving_var``) and ``conv`` the convolution's
+    (argument ``_weight``), either None where the layer has none. The classifier is not listed.
+    """
+    cfg = resolve(network)
+    yield STEM_NAME, "", STEM_NAME + "__relu-sp__bn", STEM_NAME + "__conv"
+    for name, _, _, _, kind in units(cfg):
+        parts = ([projection_name(name, kind)] if kind != "normal" else []) + [name + "_c1x1-a", name + "_c3x3-b"]
+        if not cfg.split_c:
+            parts.append(name + "_c1x1-c")
+        for part in parts:
+            yield name, part[len(name) + 1:], part + "__bn__bn", part + "__conv"
+        if cfg.split_c:
+            yield name, "c1x1-c", name + "_c1x1-c__bn", None
+            for half in ("c1x1-c1", "c1x1-c2"):
+                yield name, half, None, "%s_%s__conv" % (name, half)
+    last = final_name(cfg)
+    yield last, "", last + "__relu-sp__bn", None
+
+
 def _bn_relu(x, prefix, arrangement, fuse=False, conv_unit=True):
     """The authors' BN-ReLU ``prefix``: BatchNorm ``P__bn__bn`` and ReLU ``P__ac__relu`` in their BN_AC_Conv unit
     (``conv_unit``), ``P__bn`` and ``P__relu`` in their BN_AC unit. With ``fuse``, on blocked input, one
@@ -175,8 +203,8 @@ def features(network="dpn92", data=None, arrangement=AUTHORS):
     ``arrangement``: the authors' ``get_before_pool`` with every switch off."""
     cfg = resolve(network)
     data = mx.sym.var("data") if data is None else data
-    stem = conv(Tensor(data, 3, False), "conv1_x_1__conv", cfg.stem_filters, cfg.stem_kernel, STEM_STRIDE)
-    stem = _bn_relu(stem, "conv1_x_1__relu-sp", arrangement, conv_unit=False)  # unfused: pooling's gradients
+    stem = conv(Tensor(data, 3, False), STEM_NAME + "__conv", cfg.stem_filters, cfg.stem_kernel, STEM_STRIDE)
+    stem = _bn_relu(stem, STEM_NAME + "__relu-sp", arrangement, conv_unit=False)  # unfused: pooling's gradients
     pool = mx.sym.Pooling(data=stem.sym, kernel=(3, 3), stride=(POOL_STRIDE,) * 2, pad=(1, 1), pool_type="max",
                           name="pool1")
     x = stem._replace(sym=pool)

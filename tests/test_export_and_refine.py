@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import mxnet as mx
+import numpy as np
 import pytest
 
 import symbols
@@ -33,11 +34,34 @@ def authors_dpn68(reference, tmp_path_factory):
 
 @pytest.mark.parametrize("options", [[], ["--size", 320, "--meanmax"]])
 def test_onnx_export_matches_mxnet(authors_dpn68, tmp_path, options):
+    """The parity check at batch 3, and the same logits from the one exported file at batch 1: the batch
+    dimension is free; input and output are named; the preprocessing is printed and stored with the model."""
+    import onnx
+    import onnxruntime
+
     out = tmp_path / "dpn68.onnx"
-    report = tool("tools/export_onnx.py", "--model-prefix", authors_dpn68, "-o", out, *options)
+    done = subprocess.run([sys.executable, "tools/export_onnx.py", "--model-prefix", authors_dpn68, "-o", out,
+                           "--batch-size", "3", *map(str, options)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    note, line = done.stdout.strip().splitlines()[-2:]
+    report = json.loads(line)
     assert out.stat().st_size > 40e6  # the weights are in the file
-    assert report["size"] == (320 if options else 224) and report["meanmax"] == bool(options)
+    size = 320 if options else 224
+    assert report["size"] == size and report["meanmax"] == bool(options)
     assert report["max_abs_logit_diff"] < 1e-4
+    expected = "centre %dx%d crop, (pixel - (124, 117, 104)) * 0.0167 per channel" % (size, size)
+    assert note.startswith("note: preprocessing is not part of the model") and expected in note
+    model = onnx.load(str(out))
+    assert {p.key: p.value for p in model.metadata_props}["preprocessing"] == report["preprocessing"]
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [("image", ["batch", 3, size, size])]
+    assert [(o.name, o.shape) for o in session.get_outputs()] == [("logits", ["batch", 1000])]
+    images = np.random.RandomState(1).normal(0, 1, (3, 3, size, size)).astype(np.float32)
+    three = session.run(["logits"], {"image": images})[0]
+    one = session.run(["logits"], {"image": images[:1]})[0]
+    assert three.shape == (3, 1000) and one.shape == (1, 1000)
+    assert np.abs(one[0] - three[0]).max() < 1e-5 and np.abs(three[0] - three[1]).max() > 1e-3
 
 
 def accuracy(prefix, epoch, rec):

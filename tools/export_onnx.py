@@ -3,8 +3,10 @@
     python tools/export_onnx.py --model-prefix models/dpn68 --load-epoch 0 -o dpn68.onnx                  # training graph
     python tools/export_onnx.py --model-prefix models/dpn68 --load-epoch 0 --size 320 --meanmax -o s.onnx # test graph
 
-The ONNX model maps normalised images (N, 3, S, S) to class logits (the mean-max pooled score map for the
-test graph). The parity check runs both on the same batch and prints the largest absolute logit difference.
+The ONNX model maps a batch of normalised images, input ``image`` (N, 3, S, S) with any N, to class logits,
+output ``logits`` (the mean-max pooled score map for the test graph); softmax gives probabilities. The
+preprocessing is not part of the model: the tool prints it, and the file carries it as metadata. The parity
+check runs both on the same batch and prints the largest absolute logit difference.
 """
 import json
 import os
@@ -14,8 +16,10 @@ import mxnet as mx
 import numpy as np
 
 import symbols
-from dpn_mxnet import checkpoint, cli
+from dpn_mxnet import checkpoint, cli, data
 from dpn_mxnet.checks import check_output_folder
+
+INPUT, OUTPUT = "image", "logits"
 
 
 def parse_args(argv=None):
@@ -25,7 +29,8 @@ def parse_args(argv=None):
     parser.add_argument("--size", type=int, help="input size (default: the training size; another size, or "
                                                  "--meanmax, exports the fully-convolutional test graph)")
     parser.add_argument("--meanmax", action="store_true", help="test graph with mean-max pooling")
-    parser.add_argument("--batch-size", type=int, default=2, help="batch of the exported input and of the check")
+    parser.add_argument("--batch-size", type=int, default=2, help="batch of the parity check (the exported batch "
+                                                                  "dimension takes any size)")
     parser.add_argument("-o", "--out", required=True, help="ONNX file to write")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     args = parser.parse_args(argv)
@@ -35,7 +40,13 @@ def parse_args(argv=None):
     return args
 
 
-def export(ckpt, spec, size, meanmax, batch_size, out):
+def preprocessing(size):
+    """What a consumer of the ONNX file must do to an image first, in words."""
+    return ("RGB, short side resized to %d (bicubic), centre %dx%d crop, (pixel - (%s)) * %s per channel, float32 "
+            "NCHW" % (size, size, size, ", ".join(map(str, data.MEAN_RGB)), data.SCALE))
+
+
+def export(ckpt, spec, size, meanmax, out):
     """Write the ONNX file; returns (logits symbol, params) that it was made from."""
     if size == spec.train_size and not meanmax:
         graph = symbols.logits(spec.network, spec.num_classes, spec.classifier, size)
@@ -43,14 +54,15 @@ def export(ckpt, spec, size, meanmax, batch_size, out):
         graph = symbols.score_logits(spec.network, spec.num_classes, spec.classifier, size, meanmax, spec.train_size)
     names = set(graph.list_arguments()) | set(graph.list_auxiliary_states())
     params = {k: v for k, v in dict(ckpt.arg_params, **ckpt.aux_params).items() if k in names}
-    mx.onnx.export_model(graph, params, in_shapes=[(batch_size, 3, size, size)], in_types=[np.float32],
-                         onnx_file_path=out)
-    constants_out_of_inputs(out)
+    mx.onnx.export_model(graph, params, in_shapes=[(1, 3, size, size)], in_types=[np.float32], onnx_file_path=out,
+                         dynamic=True, dynamic_input_shapes=[(None, 3, size, size)])
+    finish(out, size, spec.num_classes)
     return graph, params
 
 
-def constants_out_of_inputs(path):
-    """mx.onnx lists every weight as a graph input too; drop those so runtimes may fold them as constants."""
+def finish(path, size, num_classes):
+    """Drop the weights from the graph inputs (mx.onnx lists them there too, which keeps runtimes from folding
+    them as constants), name the input and the output, and record the preprocessing as metadata."""
     import onnx
 
     model = onnx.load(path)
@@ -58,6 +70,16 @@ def constants_out_of_inputs(path):
     inputs = [i for i in model.graph.input if i.name not in weights]
     del model.graph.input[:]
     model.graph.input.extend(inputs)
+    renames = {inputs[0].name: INPUT, model.graph.output[0].name: OUTPUT}
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.name = renames.get(value.name, value.name)
+    for node in model.graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = num_classes
+    onnx.helper.set_model_props(model, {"preprocessing": preprocessing(size)})
     onnx.save(model, path)
 
 
@@ -71,7 +93,7 @@ def parity(graph, params, out, batch_size, size, seed=0):
     aux = {k: v for k, v in params.items() if k in graph.list_auxiliary_states()}
     expected = graph.bind(mx.cpu(), inputs, aux_states=aux, grad_req="null").forward(is_train=False)[0].asnumpy()
     session = onnxruntime.InferenceSession(out, providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: images})[0]
+    got = session.run([OUTPUT], {INPUT: images})[0]
     return float(np.abs(got - expected).max())
 
 
@@ -82,10 +104,12 @@ def main(argv=None):
         ckpt = checkpoint.load(args.model_prefix, args.load_epoch)
         spec = checkpoint.model_spec(ckpt, args.network, args.num_classes)
         size = args.size or spec.train_size
-        graph, params = export(ckpt, spec, size, args.meanmax, args.batch_size, args.out)
+        graph, params = export(ckpt, spec, size, args.meanmax, args.out)
     except (checkpoint.CheckpointError, ValueError) as err:
         sys.exit("error: %s" % err)
-    report = {"onnx": args.out, "size": size, "meanmax": args.meanmax}
+    print("note: preprocessing is not part of the model; give input %r: %s" % (INPUT, preprocessing(size)))
+    report = {"onnx": args.out, "size": size, "meanmax": args.meanmax, "input": INPUT, "output": OUTPUT,
+              "preprocessing": preprocessing(size)}
     if not args.no_check:
         report["max_abs_logit_diff"] = parity(graph, params, args.out, args.batch_size, size)
     print(json.dumps(report))
