@@ -1,11 +1,15 @@
 """tools/benchmark.py prints one JSON line per run; the side-by-side driver reads its cases strictly."""
 import json
+import statistics
 import subprocess
 import sys
 
+import mxnet as mx
 import pytest
 
+import symbols
 from tools.bench_side_by_side import CaseError, parse_case
+from tools.benchmark import graph_digest
 
 from conftest import REPO
 
@@ -19,16 +23,30 @@ def benchmark(*args):
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
 
 
+def entry_point_graph(mode, size, variant):
+    """The graph each entry point binds for ``mode`` (train_imagenet.py, predict.py, score.py) in ``variant``."""
+    cpu_fast = {"exact": False, "fast": True, "lean": "lean"}[variant]
+    if mode == "train":
+        return symbols.get_symbol(TINY, image_size=size, cpu_fast=cpu_fast)
+    if mode == "infer":
+        return mx.sym.SoftmaxOutput(symbols.logits(TINY, image_size=size, cpu_fast=cpu_fast), name="softmax")
+    return symbols.score_symbol(TINY, image_size=size, cpu_fast=cpu_fast)
+
+
 @pytest.mark.parametrize("mode, size, option, variant", [
     ("train", 64, "auto", "fast"), ("infer", 64, "auto", "fast"), ("infer", 64, "exact", "exact"),
     ("score", 224, "auto", "exact"),
     ("score", 224, "fast", "fast")])
 def test_benchmark_prints_one_json_line(mode, size, option, variant):
-    done = benchmark("--mode", mode, "--size", str(size), "--variant", option)
+    """One JSON line: images per second over the median step, the variant named and its graph bound."""
+    done = benchmark("--mode", mode, "--size", str(size), "--variant", option, "--repeats", "3")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip())
-    assert (result["mode"], result["size"], result["variant"], len(result["step_s"])) == (mode, size, variant, 2)
-    assert result["img_per_s"] > 0 and result["peak_mb"] > 100  # MXNet alone takes more than 100 MB
+    assert (result["mode"], result["size"], result["variant"], len(result["step_s"])) == (mode, size, variant, 3)
+    assert result["graph_sha1"] == graph_digest(entry_point_graph(mode, size, variant))
+    median = statistics.median(result["step_s"])  # each step time is rounded to 0.1 ms
+    assert 2 / (median + 5e-5) <= result["img_per_s"] * (1 + 1e-3) and result["img_per_s"] <= 2 / (median - 5e-5)
+    assert result["peak_mb"] > 100  # MXNet alone takes more than 100 MB
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,9 +1,12 @@
-"""tools/export_onnx.py against onnxruntime, and tools/refine_bn.py repairing corrupted BatchNorm statistics."""
+"""tools/export_onnx.py: its file run with onnxruntime here against the authors' graph and a NumPy mean-max; and
+tools/refine_bn.py: statistics averaged as promised, corrupted BatchNorm statistics repaired."""
 import json
 import subprocess
 import sys
 
 import mxnet as mx
+import numpy as np
+import onnxruntime
 import pytest
 
 import symbols
@@ -11,7 +14,9 @@ from train import checkpoint, data
 from train.evaluation import evaluate
 
 from conftest import REPO
-from checkpoints import msra_params
+from checkpoints import assert_depends_on_input, msra_params
+from test_score_graph import meanmax_reference, softmax, structured_images
+from test_symbols import forward, logits_of
 from test_train import DIGITS_AUG, TINY, run_train, train_command
 
 
@@ -28,16 +33,78 @@ def authors_dpn68(reference, tmp_path_factory):
     args["fc6_weight"] *= 0.02
     prefix = str(tmp_path_factory.mktemp("dpn68") / "dpn68")
     mx.model.save_checkpoint(prefix, 0, graph, args, aux)
-    return prefix
+    return prefix, graph, args, aux
+
+
+def independent_logits(graph, args, aux, images):
+    """Class scores of the authors' graph at 224; at another size its feature maps, mean-max pooled in NumPy."""
+    if images.shape[-1] == 224:
+        return forward(logits_of(graph), args, aux, images).astype(np.float64)
+    features = forward(graph.get_internals()["conv5_x_x__relu-sp__relu_output"], args, aux, images)
+    return meanmax_reference(features.astype(np.float64), args["fc6_weight"].asnumpy(), args["fc6_bias"].asnumpy())
 
 
 @pytest.mark.parametrize("options", [[], ["--size", 320, "--meanmax"]])
 def test_onnx_export_matches_mxnet(authors_dpn68, tmp_path, options):
+    """The exported file, run here with onnxruntime (input and output names read from the file), gives the authors'
+    graph's class scores (and their softmax, for an output named for probabilities)."""
+    prefix, graph, args, aux = authors_dpn68
     out = tmp_path / "dpn68.onnx"
-    report = tool("tools/export_onnx.py", "--prefix", authors_dpn68, "-o", out, *options)
+    report = tool("tools/export_onnx.py", "--prefix", prefix, "-o", out, *options)
+    size = 320 if options else 224
     assert out.stat().st_size > 40e6  # the weights are in the file
-    assert report["size"] == (320 if options else 224) and report["meanmax"] == bool(options)
-    assert report["max_abs_logit_diff"] < 1e-4
+    assert report["size"] == size and report["meanmax"] == bool(options)
+    images = structured_images(size, 2, seed=3)
+    expected = independent_logits(graph, args, aux, images)
+    tolerance = 1e-5 * np.abs(expected).max()
+    assert_depends_on_input(expected, tolerance)
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (image_input,) = session.get_inputs()
+    got = session.run(None, {image_input.name: images})
+    names = [output.name for output in session.get_outputs()]
+    assert any("prob" not in name.lower() for name in names), names
+    for name, value in zip(names, got):
+        want = softmax(expected) if "prob" in name.lower() else expected
+        assert value.shape == want.shape, name
+        assert np.abs(value - want).max() <= tolerance, name  # a softmax moves by at most its logits' error
+
+
+def stem_convolution(images, weight, stride=2):
+    """NumPy: the stem's convolution (kernel k, padding k // 2, no bias) of NCHW ``images``."""
+    kernel = weight.shape[-1]
+    padded = np.pad(images, ((0, 0), (0, 0), (kernel // 2,) * 2, (kernel // 2,) * 2))
+    rows = (padded.shape[2] - kernel) // stride + 1
+    cols = (padded.shape[3] - kernel) // stride + 1
+    return sum(np.einsum("nchw,oc->nohw", padded[:, :, y:y + stride * rows:stride, x:x + stride * cols:stride],
+                         weight[:, :, y, x]) for y in range(kernel) for x in range(kernel))
+
+
+def test_bn_refinement_averages_the_statistics_of_each_batch(tmp_path, digits_rec):
+    """The first BatchNorm's refined statistics are the average over the batches of each batch's mean and biased
+    variance of its input (the stem's convolution, computed here in NumPy), not the statistics of all images."""
+    symbol = symbols.get_symbol(TINY, 10, image_size=32)
+    args, aux = msra_params(symbol, seed=3, data_shape=(1, 3, 32, 32))
+    prefix = str(tmp_path / "tiny")
+    checkpoint.save(prefix, 1, symbol, args, aux)
+    checkpoint.save_model_info(prefix, {"network": TINY, "num_classes": 10, "image_size": 32})
+    tool("tools/refine_bn.py", "--prefix", prefix, "--epoch", 1, "--data-train", digits_rec.train, "--batches", 3,
+         "--batch-size", 8, "--data-nthreads", 1)
+    refined = checkpoint.load(prefix + "-bnrefined", 1)
+
+    weight = args["conv1_x_1__conv_weight"].asnumpy().astype(np.float64)
+    batches = data.val_iter(digits_rec.train, 8, 32, threads=1)
+    inputs = [stem_convolution(next(batches).data[0].asnumpy().astype(np.float64), weight) for _ in range(3)]
+    mean = np.mean([x.mean(axis=(0, 2, 3)) for x in inputs], axis=0)
+    variance = np.mean([x.var(axis=(0, 2, 3)) for x in inputs], axis=0)
+    pooled = np.concatenate(inputs).var(axis=(0, 2, 3))
+    tolerance = 1e-5 * np.abs(variance).max()
+    assert np.abs(pooled - variance).max() > 100 * tolerance  # the batches differ: an average of batches is not this
+    np.testing.assert_allclose(refined.aux_params["conv1_x_1__relu-sp__bn_moving_mean"].asnumpy(), mean,
+                               rtol=1e-5, atol=1e-5 * np.abs(mean).max())
+    np.testing.assert_allclose(refined.aux_params["conv1_x_1__relu-sp__bn_moving_var"].asnumpy(), variance,
+                               rtol=1e-5, atol=tolerance)
+    for name, value in args.items():  # the weights stay as they are
+        np.testing.assert_array_equal(refined.arg_params[name].asnumpy(), value.asnumpy(), err_msg=name)
 
 
 def accuracy(prefix, epoch, rec):

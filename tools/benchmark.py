@@ -7,6 +7,7 @@ CPU variant (``symbols.cpu_fast``) for train and infer on oneDNN CPUs, the autho
 The MXNet side of ``tools/bench_side_by_side.py``; ``tools/bench_timm.py`` is the timm side.
 """
 import argparse
+import hashlib
 import os
 import sys
 
@@ -63,6 +64,11 @@ def random_params(symbol, data_shape, initializer):
     return params
 
 
+def graph_digest(symbol):
+    """A short SHA-1 of a graph's JSON: names the graph a run bound."""
+    return hashlib.sha1(symbol.tojson().encode()).hexdigest()[:16]
+
+
 def bound_module(args, symbol, batch):
     """A Module with random parameters, bound for one synthetic batch of ``batch`` images as the entry point of
     ``--mode`` binds it."""
@@ -104,6 +110,7 @@ def main(argv=None):
     times = bench_common.step_times(make_step(args, module, batch), args.warmup, args.repeats)
     extra = {"gpu_mb": round(devices.peak_memory_mb(args.contexts), 1)} if args.gpus else {}
     bench_common.report("mxnet", args, batch, times, devices=len(args.contexts), variant=args.variant,
+                        graph_sha1=graph_digest(symbol),
                         threads=os.environ.get("OMP_NUM_THREADS"), versions="mxnet %s" % mx.__version__, **extra)
 
 
