@@ -1,10 +1,14 @@
 """Checkpoints with random weights for scoring, prediction and export tests: MSRA weights for any graph, and the
 ``released`` fixture, a checkpoint of the authors' own dpn68 graph as mx.model writes it."""
+import cv2
 import mxnet as mx
 import numpy as np
 import pytest
 
+from tools.sample_photos import NAMES, sample_photo
 from train import checkpoint
+
+FEATURES = "conv5_x_x__relu-sp__relu_output"  # the authors' graph: the feature map before pooling
 
 
 def msra_params(symbol, seed=0, data_shape=(1, 3, 224, 224)):
@@ -38,12 +42,33 @@ def assert_depends_on_input(outputs, tolerance):
         difference, tolerance)
 
 
+def centre_classifier(graph, args, aux, spread=2.0):
+    """Rescale the classifier ``fc6`` of the authors' ``graph`` and set its bias so that over the sample photographs
+    (squashed to 224 x 224) each class score averages 0 and the scores spread by ``spread`` (standard deviation):
+    with random weights the features share a large component that would otherwise give every photograph the same
+    top classes; a trained model's scores are centred the same way, and stay in a range without float32 ties."""
+    images = []
+    for name in NAMES:
+        rgb = cv2.resize(cv2.imread(str(sample_photo(name)), cv2.IMREAD_COLOR), (224, 224))[:, :, ::-1]
+        images.append(((rgb - np.float32([124, 117, 104])) * np.float32(0.0167)).transpose(2, 0, 1))
+    features = graph.get_internals()[FEATURES]
+    inputs = dict(args, data=mx.nd.array(np.stack(images)))
+    executor = features.bind(mx.cpu(), {n: v for n, v in inputs.items() if n in features.list_arguments()},
+                             aux_states=aux, grad_req="null")
+    pooled = executor.forward(is_train=False)[0].asnumpy().astype(np.float64).mean(axis=(2, 3))
+    weight = args["fc6_weight"].asnumpy().astype(np.float64)
+    scale = spread / ((pooled - pooled.mean(axis=0)) @ weight.T).std()
+    args["fc6_weight"] = mx.nd.array(weight * scale)
+    args["fc6_bias"] = mx.nd.array(-scale * pooled.mean(axis=0) @ weight.T)
+
+
 @pytest.fixture(scope="session")
 def released(reference, tmp_path_factory):
-    """(prefix, graph, args, aux): the authors' dpn68 graph (their JSON) with random MSRA weights, saved."""
+    """(prefix, graph, args, aux): the authors' dpn68 graph (their JSON) with random MSRA weights and a centred
+    classifier (``centre_classifier``), saved."""
     graph = mx.sym.load(str(reference / "official" / "dpn68-symbol.json"))
     args, aux = msra_params(graph)
-    args["fc6_weight"] *= 0.02  # logits of a trained model's range: no float32 underflow ties among probabilities
+    centre_classifier(graph, args, aux)
     prefix = str(tmp_path_factory.mktemp("released") / "dpn68")
     mx.model.save_checkpoint(prefix, 0, graph, args, aux)
     return prefix, graph, args, aux

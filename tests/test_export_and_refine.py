@@ -14,7 +14,7 @@ from train import checkpoint, data
 from train.evaluation import evaluate
 
 from conftest import REPO
-from checkpoints import assert_depends_on_input, msra_params
+from checkpoints import FEATURES, assert_depends_on_input, msra_params
 from test_score_graph import meanmax_reference, softmax, structured_images
 from test_symbols import forward, logits_of
 from test_train import DIGITS_AUG, TINY, run_train, train_command
@@ -26,29 +26,19 @@ def tool(*args):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def authors_dpn68(reference, tmp_path_factory):
-    graph = mx.sym.load(str(reference / "official" / "dpn68-symbol.json"))
-    args, aux = msra_params(graph)
-    args["fc6_weight"] *= 0.02
-    prefix = str(tmp_path_factory.mktemp("dpn68") / "dpn68")
-    mx.model.save_checkpoint(prefix, 0, graph, args, aux)
-    return prefix, graph, args, aux
-
-
 def independent_logits(graph, args, aux, images):
     """Class scores of the authors' graph at 224; at another size its feature maps, mean-max pooled in NumPy."""
     if images.shape[-1] == 224:
         return forward(logits_of(graph), args, aux, images).astype(np.float64)
-    features = forward(graph.get_internals()["conv5_x_x__relu-sp__relu_output"], args, aux, images)
+    features = forward(graph.get_internals()[FEATURES], args, aux, images)
     return meanmax_reference(features.astype(np.float64), args["fc6_weight"].asnumpy(), args["fc6_bias"].asnumpy())
 
 
 @pytest.mark.parametrize("options", [[], ["--size", 320, "--meanmax"]])
-def test_onnx_export_matches_mxnet(authors_dpn68, tmp_path, options):
+def test_onnx_export_matches_mxnet(released, tmp_path, options):
     """The exported file, run here with onnxruntime (input and output names read from the file), gives the authors'
     graph's class scores (and their softmax, for an output named for probabilities)."""
-    prefix, graph, args, aux = authors_dpn68
+    prefix, graph, args, aux = released
     out = tmp_path / "dpn68.onnx"
     report = tool("tools/export_onnx.py", "--prefix", prefix, "-o", out, *options)
     size = 320 if options else 224

@@ -50,12 +50,17 @@ def reference_probabilities(graph, args, aux, paths):
 
 
 def check_rows(rows, expected, paths, names, atol):
+    """Each row lists, best first, the top classes of ``expected`` (up to ties within ``atol``), with their names
+    and probabilities."""
+    index = {class_id: k for k, (class_id, _) in enumerate(names)}
     assert [row["image"] for row in rows] == [str(p) for p in paths]
     for row, probs in zip(rows, expected):
-        best = np.argsort(-probs)[:5]
-        assert [entry["class"] for entry in row["top"]] == [names[k][0] for k in best]
-        assert [entry["name"] for entry in row["top"]] == [names[k][1] for k in best]
-        np.testing.assert_allclose([entry["probability"] for entry in row["top"]], probs[best], rtol=1e-3, atol=atol)
+        classes = [index[entry["class"]] for entry in row["top"]]
+        assert [entry["name"] for entry in row["top"]] == [names[k][1] for k in classes]
+        got = np.array([entry["probability"] for entry in row["top"]])
+        np.testing.assert_allclose(got, probs[classes], rtol=1e-3, atol=atol)
+        assert len(classes) == 5 and (np.diff(got) <= 0).all()
+        assert probs[classes].min() >= np.sort(probs)[-5] - 2 * atol
     assert len({tuple(entry["class"] for entry in row["top"]) for row in rows}) == len(rows)  # distinct answers
 
 

@@ -10,7 +10,7 @@ import pytest
 import symbols
 from train import checkpoint
 
-from checkpoints import assert_depends_on_input, msra_params
+from checkpoints import FEATURES, assert_depends_on_input, msra_params
 from conftest import REPO
 
 VARIANTS = list(symbols.VARIANTS)
@@ -73,7 +73,7 @@ def test_checkpoint_of_the_authors_graph_gives_identical_outputs(reference, tmp_
     assert np.abs(ours_224 - expected).max() <= tolerance
     # at 320 the training head no longer fits the classifier; compare the feature maps (get_before_pool)
     at_320 = images(2, 320, seed=2)
-    their_features = forward(theirs.get_internals()["conv5_x_x__relu-sp__relu_output"], args, aux, at_320)
+    their_features = forward(theirs.get_internals()[FEATURES], args, aux, at_320)
     tolerance = 1e-6 * np.abs(their_features).max()
     assert_depends_on_input(their_features, tolerance)
     ours_320 = forward(symbols.features(model), loaded.arg_params, loaded.aux_params, at_320)

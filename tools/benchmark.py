@@ -8,6 +8,7 @@ The MXNet side of ``tools/bench_side_by_side.py``; ``tools/bench_timm.py`` is th
 """
 import argparse
 import hashlib
+import json
 import os
 import sys
 
@@ -65,8 +66,11 @@ def random_params(symbol, data_shape, initializer):
 
 
 def graph_digest(symbol):
-    """A short SHA-1 of a graph's JSON: names the graph a run bound."""
-    return hashlib.sha1(symbol.tojson().encode()).hexdigest()[:16]
+    """A short SHA-1 of a graph's operators, attributes, connections and variable names (not the operators' names,
+    which MXNet numbers per process): names the graph a run bound."""
+    nodes = json.loads(symbol.tojson())["nodes"]
+    structure = [(n["op"], n["name"] if n["op"] == "null" else "", n.get("attrs", {}), n["inputs"]) for n in nodes]
+    return hashlib.sha1(json.dumps(structure, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def bound_module(args, symbol, batch):

@@ -210,6 +210,10 @@ def main(argv=None):
         for m in mutants:
             print("%-28s %-24s %-60s %s" % (m.name, m.path, m.promise, " ".join(m.tests)))
         return 0
+    if not (reference_folder() / "official").is_dir():
+        print("reference data not found at %s (set DPN_REFERENCE): the tests that need it would skip, and a "
+              "skipped test catches nothing" % reference_folder())
+        return 2
     problems = [(m.name, stale(m)) for m in mutants if stale(m)]
     for name, why in problems:
         print("STALE   %-28s %s" % (name, why))
