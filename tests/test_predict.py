@@ -52,7 +52,7 @@ def reference_probabilities(graph, args, aux, paths):
 def check_rows(rows, expected, paths, names, atol):
     """Each row lists, best first, the top classes of ``expected`` (up to ties within ``atol``), with their names
     and probabilities."""
-    index = {class_id: k for k, (class_id, _) in enumerate(names)}
+    index = {entry[0]: k for k, entry in enumerate(names)}
     assert [row["image"] for row in rows] == [str(p) for p in paths]
     for row, probs in zip(rows, expected):
         classes = [index[entry["class"]] for entry in row["top"]]
