@@ -88,7 +88,7 @@ def test_bn_refinement_averages_the_statistics_of_each_batch(tmp_path, digits_re
     variance = np.mean([x.var(axis=(0, 2, 3)) for x in inputs], axis=0)
     pooled = np.concatenate(inputs).var(axis=(0, 2, 3))
     tolerance = 1e-5 * np.abs(variance).max()
-    assert np.abs(pooled - variance).max() > 100 * tolerance  # the batches differ: an average of batches is not this
+    assert np.abs(pooled - variance).max() > 10 * tolerance  # the batches differ: an average of batches is not this
     np.testing.assert_allclose(refined.aux_params["conv1_x_1__relu-sp__bn_moving_mean"].asnumpy(), mean,
                                rtol=1e-5, atol=1e-5 * np.abs(mean).max())
     np.testing.assert_allclose(refined.aux_params["conv1_x_1__relu-sp__bn_moving_var"].asnumpy(), variance,
