@@ -6,7 +6,7 @@ PY     := $(abspath $(VENV))/bin/python
 MXNET  ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo mxnet-cu112 || echo mxnet)
 STAMP  := $(VENV)/.installed-$(MXNET)
 
-.PHONY: setup lint test demo rec train bench bench-timm
+.PHONY: setup lint test mutation demo rec train bench bench-timm
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-cuda11.txt pyproject.toml
@@ -28,6 +28,12 @@ lint: setup
 
 test: lint
 	$(PY) -m pytest -q tests
+
+# Defects planted one at a time in a temporary copy, each against its own tests (tools/mutation_check.py --list);
+#   exit 1 if a defect goes unnoticed. MUTATION_ARGS="--only NAME ... --baseline" (see -h).
+MUTATION_ARGS ?=
+mutation: setup
+	OMP_NUM_THREADS=1 $(PY) tools/mutation_check.py $(MUTATION_ARGS)
 
 # ImageNet-style folder -> train/val .lst/.rec/.idx: make rec DATA=/data/imagenet OUT=/data/rec
 #   REC_ARGS="--val-labels /data/imagenet/val.txt --val-resize 320 --num-thread 16"   (see tools/make_rec.py -h)

@@ -1,4 +1,5 @@
-"""Shared fixtures: the reference folder beside the checkout, and real data sets packed with the project's tools."""
+"""Shared fixtures: the reference folder (beside the checkout, or $DPN_REFERENCE), and real data sets packed with the
+project's tools."""
 import os
 import pathlib
 
@@ -9,7 +10,7 @@ import pytest
 pytest_plugins = ["datasets", "checkpoints", "launch_helpers", "sshd"]
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference"
+REFERENCE = pathlib.Path(os.environ.get("DPN_REFERENCE") or REPO.parent / "shared" / "reference")
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,15 @@
 """tools/benchmark.py prints one JSON line per run; the side-by-side driver reads its cases strictly."""
 import json
+import statistics
 import subprocess
 import sys
 
+import mxnet as mx
 import pytest
 
+import symbols
 from tools.bench_side_by_side import CaseError, parse_case
+from tools.benchmark import graph_digest
 
 from conftest import REPO
 
@@ -19,17 +23,32 @@ def benchmark(*args):
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
 
 
+def entry_point_graph(mode, size, name):
+    """The graph each entry point binds for ``mode`` (train_imagenet.py, predict.py, score.py) in arrangement
+    ``name``."""
+    arrangement = symbols.ARRANGEMENTS[name]
+    if mode == "train":
+        return symbols.get_symbol(TINY, image_size=size, arrangement=arrangement)
+    if mode == "infer":
+        return mx.sym.SoftmaxOutput(symbols.logits(TINY, image_size=size, arrangement=arrangement.for_inference()),
+                                    name="softmax")
+    return symbols.score_symbol(TINY, image_size=size, arrangement=arrangement.for_inference())
+
+
 @pytest.mark.parametrize("mode, size, option, arrangement", [
     ("train", 64, "auto", "cpu"), ("infer", 64, "auto", "cpu"), ("infer", 64, "authors", "authors"),
-    ("score", 224, "auto", "cpu"),
-    ("score", 224, "authors", "authors")])
+    ("score", 224, "auto", "cpu"), ("score", 224, "authors", "authors")])
 def test_benchmark_prints_one_json_line(mode, size, option, arrangement):
-    done = benchmark("--mode", mode, "--size", str(size), "--arrangement", option)
+    """One JSON line: images per second over the median step, the arrangement named and its graph bound."""
+    done = benchmark("--mode", mode, "--size", str(size), "--arrangement", option, "--repeats", "3")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip())
-    assert (result["mode"], result["size"], result["arrangement"]) == (mode, size, arrangement)
-    assert len(result["step_s"]) == 2
-    assert result["img_per_s"] > 0 and result["peak_mb"] > 100  # MXNet alone takes more than 100 MB
+    assert (result["mode"], result["size"], result["arrangement"], len(result["step_s"])) == (mode, size,
+                                                                                             arrangement, 3)
+    assert result["graph_sha1"] == graph_digest(entry_point_graph(mode, size, arrangement))
+    median = statistics.median(result["step_s"])  # each step time is rounded to 0.1 ms
+    assert 2 / (median + 5e-5) <= result["img_per_s"] * (1 + 1e-3) and result["img_per_s"] <= 2 / (median - 5e-5)
+    assert result["peak_mb"] > 100  # MXNet alone takes more than 100 MB
 
 
 @pytest.mark.parametrize("args, message", [

@@ -136,8 +136,30 @@ def test_fork_crop_geometry(coordinate_rec):
     assert_same_distribution(np.log(aspect), np.log(sim_width / sim_height), "crop aspect")
 
 
+def shifted_hls(bgr, offsets):
+    """Reference written here: (dH, dS, dL) added to the hue, saturation and lightness planes of OpenCV's 8-bit HLS
+    (plane order H, L, S; H in 0..180, L and S in 0..255, clamped), back to BGR."""
+    d_h, d_s, d_l = offsets
+    hls = cv2.cvtColor(bgr, cv2.COLOR_BGR2HLS).astype(int)
+    hue, lightness, saturation = hls[..., 0], hls[..., 1], hls[..., 2]
+    shifted = np.stack([np.clip(hue + d_h, 0, 180), np.clip(lightness + d_l, 0, 255),
+                        np.clip(saturation + d_s, 0, 255)], axis=-1)
+    return cv2.cvtColor(shifted.astype(np.uint8), cv2.COLOR_HLS2BGR)
+
+
+@pytest.mark.parametrize("offsets", [(0, 0, 0), (20, 0, 0), (0, 40, 0), (0, 0, 50), (-20, -40, -50), (13, -7, 29),
+                                     (200, 300, -300)])
+def test_hsl_jitter_shifts_hue_saturation_and_lightness(offsets):
+    """``data.hsl_jitter`` (the fork pipeline's colour step) against the reference above, clamping included."""
+    bgr = np.asarray(photo("astronaut.png").resize((64, 64), Image.BICUBIC))[:, :, ::-1].copy()
+    expected = shifted_hls(bgr, offsets)
+    np.testing.assert_array_equal(data.hsl_jitter(bgr, offsets), expected)
+    if any(offsets):
+        assert np.abs(expected.astype(int) - bgr).max() > 10  # the shift shows
+
+
 def hls_offsets(reference_bgr, output_bgr):
-    """The (dH, dS, dL) that ``data.hsl_jitter`` needs to turn the reference into the output, checked exactly."""
+    """The (dH, dS, dL) that ``shifted_hls`` needs to turn the reference into the output, checked exactly."""
     ref = cv2.cvtColor(reference_bgr, cv2.COLOR_BGR2HLS).astype(int)
     out = cv2.cvtColor(output_bgr, cv2.COLOR_BGR2HLS).astype(int)
     mid = (ref[..., 1] > 60) & (ref[..., 1] < 190) & (ref[..., 2] > 60) & (ref[..., 2] < 190)
@@ -145,7 +167,7 @@ def hls_offsets(reference_bgr, output_bgr):
     guess = [int(np.median((out - ref)[..., k][mask])) for k, mask in ((0, hue), (2, mid), (1, mid))]
     near = (0, -1, 1, -2, 2)
     candidates = [(guess[0] + a, guess[1] + b, guess[2] + c) for a in near for b in near for c in near]
-    errors = [np.abs(data.hsl_jitter(reference_bgr, c).astype(int) - output_bgr).max() for c in candidates]
+    errors = [np.abs(shifted_hls(reference_bgr, c).astype(int) - output_bgr).max() for c in candidates]
     best = int(np.argmin(errors))
     return candidates[best], errors[best]
 

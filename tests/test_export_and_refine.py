@@ -1,10 +1,13 @@
-"""tools/export_onnx.py against onnxruntime, and tools/refine_bn.py repairing corrupted BatchNorm statistics."""
+"""tools/export_onnx.py: its file run with onnxruntime here against the authors' graph and a NumPy mean-max; and
+tools/refine_bn.py: statistics averaged as promised, corrupted BatchNorm statistics repaired."""
 import json
 import subprocess
 import sys
 
 import mxnet as mx
 import numpy as np
+import onnx
+import onnxruntime
 import pytest
 
 import symbols
@@ -12,7 +15,9 @@ from dpn_mxnet import checkpoint, data
 from dpn_mxnet.evaluation import evaluate
 
 from conftest import REPO
-from checkpoints import msra_params
+from checkpoints import FEATURES, assert_depends_on_input, msra_params
+from test_score_graph import meanmax_reference, structured_images
+from test_symbols import forward, logits_of
 from test_train import DIGITS_AUG, TINY, run_train, train_command
 
 
@@ -22,46 +27,81 @@ def tool(*args):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def authors_dpn68(reference, tmp_path_factory):
-    graph = mx.sym.load(str(reference / "official" / "dpn68-symbol.json"))
-    args, aux = msra_params(graph)
-    args["fc6_weight"] *= 0.02
-    prefix = str(tmp_path_factory.mktemp("dpn68") / "dpn68")
-    mx.model.save_checkpoint(prefix, 0, graph, args, aux)
-    return prefix
+def independent_logits(graph, args, aux, images):
+    """Class scores of the authors' graph at 224; at another size its feature maps, mean-max pooled in NumPy."""
+    if images.shape[-1] == 224:
+        return forward(logits_of(graph), args, aux, images).astype(np.float64)
+    features = forward(graph.get_internals()[FEATURES], args, aux, images)
+    return meanmax_reference(features.astype(np.float64), args["fc6_weight"].asnumpy(), args["fc6_bias"].asnumpy())
 
 
 @pytest.mark.parametrize("options", [[], ["--size", 320, "--meanmax"]])
-def test_onnx_export_matches_mxnet(authors_dpn68, tmp_path, options):
-    """The parity check at batch 3, and the same logits from the one exported file at batch 1: the batch
-    dimension is free; input and output are named; the preprocessing is printed and stored with the model."""
-    import onnx
-    import onnxruntime
-
+def test_onnx_export_matches_mxnet(released, tmp_path, options):
+    """The exported file, run here with onnxruntime, gives the class scores of the authors' graph (at 320 a NumPy
+    mean-max of its feature maps), at batch 2 and at batch 1 from the same file: the batch dimension is free; the
+    input and output are named for what they are; the preprocessing is printed and stored with the model."""
+    prefix, graph, args, aux = released
     out = tmp_path / "dpn68.onnx"
-    done = subprocess.run([sys.executable, "tools/export_onnx.py", "--model-prefix", authors_dpn68, "-o", out,
-                           "--batch-size", "3", *map(str, options)], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run([sys.executable, "tools/export_onnx.py", "--model-prefix", prefix, "-o", out,
+                           *map(str, options)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     note, line = done.stdout.strip().splitlines()[-2:]
     report = json.loads(line)
-    assert out.stat().st_size > 40e6  # the weights are in the file
     size = 320 if options else 224
+    assert out.stat().st_size > 40e6  # the weights are in the file
     assert report["size"] == size and report["meanmax"] == bool(options)
-    assert report["max_abs_logit_diff"] < 1e-4
-    expected = "centre %dx%d crop, (pixel - (124, 117, 104)) * 0.0167 per channel" % (size, size)
-    assert note.startswith("note: preprocessing is not part of the model") and expected in note
-    model = onnx.load(str(out))
-    assert {p.key: p.value for p in model.metadata_props}["preprocessing"] == report["preprocessing"]
+    expected_note = "centre %dx%d crop, (pixel - (124, 117, 104)) * 0.0167 per channel" % (size, size)
+    assert note.startswith("note: preprocessing is not part of the model") and expected_note in note
+    assert {p.key: p.value for p in onnx.load(str(out)).metadata_props}["preprocessing"] == report["preprocessing"]
+
+    images = structured_images(size, 2, seed=3)
+    expected = independent_logits(graph, args, aux, images)
+    tolerance = 1e-5 * np.abs(expected).max()
+    assert_depends_on_input(expected, tolerance)
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [(i.name, i.shape) for i in session.get_inputs()] == [("image", ["batch", 3, size, size])]
     assert [(o.name, o.shape) for o in session.get_outputs()] == [("logits", ["batch", 1000])]
-    images = np.random.RandomState(1).normal(0, 1, (3, 3, size, size)).astype(np.float32)
-    three = session.run(["logits"], {"image": images})[0]
-    one = session.run(["logits"], {"image": images[:1]})[0]
-    assert three.shape == (3, 1000) and one.shape == (1, 1000)
-    assert np.abs(one[0] - three[0]).max() < 1e-5 and np.abs(three[0] - three[1]).max() > 1e-3
+    (two,) = session.run(["logits"], {"image": images})
+    (one,) = session.run(["logits"], {"image": images[:1]})
+    assert np.abs(two - expected).max() <= tolerance and np.abs(one[0] - expected[0]).max() <= tolerance
+
+
+def stem_convolution(images, weight, stride=2):
+    """NumPy: the stem's convolution (kernel k, padding k // 2, no bias) of NCHW ``images``."""
+    kernel = weight.shape[-1]
+    padded = np.pad(images, ((0, 0), (0, 0), (kernel // 2,) * 2, (kernel // 2,) * 2))
+    rows = (padded.shape[2] - kernel) // stride + 1
+    cols = (padded.shape[3] - kernel) // stride + 1
+    return sum(np.einsum("nchw,oc->nohw", padded[:, :, y:y + stride * rows:stride, x:x + stride * cols:stride],
+                         weight[:, :, y, x]) for y in range(kernel) for x in range(kernel))
+
+
+def test_bn_refinement_averages_the_statistics_of_each_batch(tmp_path, digits_rec):
+    """The first BatchNorm's refined statistics are the average over the batches of each batch's mean and biased
+    variance of its input (the stem's convolution, computed here in NumPy), not the statistics of all images."""
+    symbol = symbols.get_symbol(TINY, 10, image_size=32)
+    args, aux = msra_params(symbol, seed=3, data_shape=(1, 3, 32, 32))
+    prefix = str(tmp_path / "tiny")
+    checkpoint.save(prefix, 1, symbol, args, aux)
+    checkpoint.save_model_info(prefix, {"network": TINY, "num_classes": 10, "image_size": 32})
+    tool("tools/refine_bn.py", "--model-prefix", prefix, "--load-epoch", 1, "--data-train", digits_rec.train, "--batches", 3,
+         "--batch-size", 8, "--data-nthreads", 1)
+    refined = checkpoint.load(prefix + "-bnrefined", 1)
+
+    weight = args["conv1_x_1__conv_weight"].asnumpy().astype(np.float64)
+    batches = data.val_iter(digits_rec.train, 8, 32, threads=1)
+    inputs = [stem_convolution(next(batches).data[0].asnumpy().astype(np.float64), weight) for _ in range(3)]
+    mean = np.mean([x.mean(axis=(0, 2, 3)) for x in inputs], axis=0)
+    variance = np.mean([x.var(axis=(0, 2, 3)) for x in inputs], axis=0)
+    pooled = np.concatenate(inputs).var(axis=(0, 2, 3))
+    tolerance = 1e-5 * np.abs(variance).max()
+    assert np.abs(pooled - variance).max() > 10 * tolerance  # the batches differ: an average of batches is not this
+    np.testing.assert_allclose(refined.aux_params["conv1_x_1__relu-sp__bn_moving_mean"].asnumpy(), mean,
+                               rtol=1e-5, atol=1e-5 * np.abs(mean).max())
+    np.testing.assert_allclose(refined.aux_params["conv1_x_1__relu-sp__bn_moving_var"].asnumpy(), variance,
+                               rtol=1e-5, atol=tolerance)
+    for name, value in args.items():  # the weights stay as they are
+        np.testing.assert_array_equal(refined.arg_params[name].asnumpy(), value.asnumpy(), err_msg=name)
 
 
 def accuracy(prefix, epoch, rec):

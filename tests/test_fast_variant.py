@@ -10,6 +10,9 @@ import symbols
 from dpn_mxnet import arrangement_policy, checkpoint
 from dpn_mxnet.evaluation import inference_module
 
+from checkpoints import assert_depends_on_input, msra_params
+from test_score_graph import structured_images
+
 # DPN-68 (4 and 8 channels per group: merged groups), DPN-68b (split last 1x1) and a DPN-92 cut to one or two
 # units per stage: 3, 6, 12 and 24 channels per group and the dense growth of 24 (plain-layout units) of DPN-92;
 # each in both forms of the variant.
@@ -22,7 +25,9 @@ BATCH, SIZE = 8, 112
 
 
 def random_params(symbol, seed, data_shape=(BATCH, 3, SIZE, SIZE)):
-    """Random weights and BN statistics (kept positive) for every parameter of ``symbol``."""
+    """Small random weights and BN statistics (kept positive) for every parameter of ``symbol``: enough for a
+    training step, where every BatchNorm normalises with its batch's statistics, to depend on the input; not in
+    inference mode (``checkpoints.msra_params`` there)."""
     rng = np.random.RandomState(seed)
     arg_shapes, aux_shapes = checkpoint.parameter_shapes(symbol, data_shape)
     args = {n: mx.nd.array(rng.normal(0, 0.05, s)) for n, s in arg_shapes.items()}
@@ -60,8 +65,7 @@ def steps(request):
     exact = symbols.get_symbol(network, image_size=SIZE)
     fast = symbols.get_symbol(network, image_size=SIZE, arrangement=form)
     args, aux = random_params(exact, seed=1)
-    rng = np.random.RandomState(2)
-    batch = rng.uniform(-1, 1, (BATCH, 3, SIZE, SIZE)), rng.randint(0, 1000, BATCH)
+    batch = structured_images(SIZE, BATCH, seed=2), np.random.RandomState(2).randint(0, 1000, BATCH)
     return (exact, fast, aux, training_step(exact, args, aux, *batch, dtype="float64"),
             training_step(exact, args, aux, *batch), training_step(fast, args, aux, *batch))
 
@@ -75,6 +79,7 @@ def test_variant_has_the_parameters_of_the_authors_graph(steps):
 
 def test_outputs_and_statistics_match_the_authors_graph(steps):
     aux, truth, exact, fast = steps[2:]
+    assert_depends_on_input(truth[0], 1e-5 * truth[0].max())
     for step in (exact, fast):
         np.testing.assert_allclose(step[0], truth[0], rtol=1e-5, atol=1e-8)
         for name, stat in truth[2].items():
@@ -97,25 +102,27 @@ def test_gradients_match_the_authors_graph(steps):
 def test_inference_outputs_match_the_authors_graph():
     """In inference mode (running statistics, oneDNN's fused inference kernels) too, for DPN-92's layouts: both
     forms as arranged for training, and the fast form as arranged for inference, its weights precomputed (as
-    prediction and scoring bind it)."""
+    prediction and scoring bind it). The logits are compared: they differ from image to image."""
     exact = symbols.get_symbol(DPN92_SHORT, image_size=SIZE)
-    args, aux = random_params(exact, seed=4)
-    images = np.random.RandomState(5).uniform(-1, 1, (BATCH, 3, SIZE, SIZE))
-    for_inference = mx.sym.SoftmaxOutput(symbols.logits(DPN92_SHORT, image_size=SIZE,
-                                                        arrangement=symbols.CPU.for_inference()), name="softmax")
-    graphs = [(exact, args, "float64"), (exact, args, "float32")]
-    graphs += [(symbols.get_symbol(DPN92_SHORT, image_size=SIZE, arrangement=form), args, "float32")
+    args, aux = msra_params(exact, seed=4, data_shape=(BATCH, 3, SIZE, SIZE))
+    images = structured_images(SIZE, BATCH, seed=5)
+    graphs = [(exact.get_children()[0], args, "float64"), (exact.get_children()[0], args, "float32")]
+    graphs += [(symbols.get_symbol(DPN92_SHORT, image_size=SIZE, arrangement=form).get_children()[0], args, "float32")
                for form in (symbols.CPU, symbols.CPU_LEAN)]
-    graphs.append(symbols.precompute_weights(for_inference, args) + ("float32",))
+    graphs.append(symbols.precompute_weights(symbols.logits(DPN92_SHORT, image_size=SIZE,
+                                                            arrangement=symbols.CPU.for_inference()), args)
+                  + ("float32",))
     outputs = []
     for symbol, params, dtype in graphs:
         inputs = {n: params[n].astype(dtype) for n in symbol.list_arguments() if n in params}
-        inputs.update(data=mx.nd.array(images, dtype=dtype), softmax_label=mx.nd.zeros(BATCH, dtype=dtype))
+        inputs.update(data=mx.nd.array(images, dtype=dtype))
         executor = symbol.bind(mx.cpu(), inputs, aux_states={n: v.astype(dtype) for n, v in aux.items()},
                                grad_req="null")
         outputs.append(executor.forward(is_train=False)[0].asnumpy().astype(np.float64))
+    tolerance = 1e-5 * np.abs(outputs[0]).max()
+    assert_depends_on_input(outputs[0], tolerance)
     for out in outputs[1:]:
-        np.testing.assert_allclose(out, outputs[0], rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(out, outputs[0], rtol=1e-5, atol=tolerance)
 
 
 def convolution_weights(symbol):
@@ -206,30 +213,56 @@ def test_variant_refuses_half_precision():
         symbols.get_symbol("dpn68", dtype="float16", arrangement=symbols.CPU)
 
 
+NAMED_IMAGES = structured_images(64, 4, seed=0)
+NAMED_LABELS = np.arange(4)
+
+
+@pytest.fixture(scope="module")
+def authors_step():
+    """network -> (args, aux, a float32 training step of the authors' graph at 64 px, 10 classes), computed once
+    for both forms."""
+    steps = {}
+
+    def step(network):
+        if network not in steps:
+            exact = symbols.get_symbol(network, 10, image_size=64)
+            args, aux = random_params(exact, seed=9, data_shape=NAMED_IMAGES.shape)
+            steps[network] = args, aux, training_step(exact, args, aux, NAMED_IMAGES, NAMED_LABELS)
+        return steps[network]
+    return step
+
+
 @pytest.mark.parametrize("form", [symbols.CPU, symbols.CPU_LEAN])
-def test_variant_trains_every_named_dpn(form):
-    """Both forms bind and run a training step for every variant (oneDNN refuses some layout mixes)."""
+def test_variant_trains_every_named_dpn(form, authors_step):
+    """Both forms bind and run a training step for every variant (oneDNN refuses some layout mixes), with the
+    outputs, gradients and updated BN statistics of the authors' graph (float32 both; the sizes differ per
+    variant)."""
     for network in symbols.VARIANTS:
-        symbol = symbols.get_symbol(network, 10, image_size=64, arrangement=form)
-        executor = symbol.simple_bind(mx.cpu(), data=(2, 3, 64, 64), softmax_label=(2,))
-        executor.arg_dict["data"][:] = np.random.RandomState(0).uniform(-1, 1, (2, 3, 64, 64))
-        out = executor.forward(is_train=True)[0]
-        executor.backward()
-        assert np.isfinite(out.asnumpy()).all(), network
+        args, aux, truth = authors_step(network)
+        step = training_step(symbols.get_symbol(network, 10, image_size=64, arrangement=form), args, aux, NAMED_IMAGES,
+                             NAMED_LABELS)
+        assert_depends_on_input(truth[0], 1e-5 * truth[0].max())
+        np.testing.assert_allclose(step[0], truth[0], rtol=1e-5, atol=1e-8, err_msg=network)
+        assert step[1].keys() == truth[1].keys()
+        assert relative_error(step[1], truth[1], truth[1]) < 1e-2, network
+        for name, stat in truth[2].items():
+            np.testing.assert_allclose(step[2][name], stat, rtol=1e-4, atol=1e-5 * np.abs(stat).max(),
+                                       err_msg=network + " " + name)
 
 
 def test_inference_arrangement_matches_for_every_named_dpn():
     """Bound as prediction binds it (train.evaluation.inference_module), the inference arrangement of every
     variant gives the authors' graph's logits (oneDNN refuses some layout mixes; the sizes differ per variant)."""
-    images = mx.nd.array(np.random.RandomState(7).uniform(-1, 1, (2, 3, 64, 64)))
+    images = mx.nd.array(structured_images(64, 2, seed=7))
     for network in symbols.VARIANTS:
         exact = symbols.logits(network, 10, image_size=64)
-        args, aux = random_params(exact, seed=8, data_shape=(2, 3, 64, 64))
+        args, aux = msra_params(exact, seed=8, data_shape=(2, 3, 64, 64))
         logits = []
         for symbol in (exact, symbols.logits(network, 10, image_size=64, arrangement=symbols.CPU.for_inference())):
             module = inference_module(symbol, [mx.cpu()], [("data", (2, 3, 64, 64))], None, args, aux)
             module.forward(mx.io.DataBatch([images]), is_train=False)
             logits.append(module.get_outputs()[0].asnumpy())
+        assert_depends_on_input(logits[0], 1e-4 * np.abs(logits[0]).max())
         np.testing.assert_allclose(logits[1], logits[0], rtol=1e-4, atol=1e-4 * np.abs(logits[0]).max(),
                                    err_msg=network)
 

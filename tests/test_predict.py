@@ -13,6 +13,7 @@ from dpn_mxnet.packing import IMAGENET_CLASSES
 from dpn_mxnet.sample_photos import sample_photo
 
 from conftest import REPO
+from test_data_iter import centre_crop
 
 SIZE = 224
 
@@ -48,6 +49,39 @@ def reference_probabilities(graph, args, aux, paths):
     return graph.bind(mx.cpu(), inputs, aux_states=aux, grad_req="null").forward()[0].asnumpy()
 
 
+def check_rows(rows, expected, paths, names, atol):
+    """Each row lists, best first, the top classes of ``expected`` (up to ties within ``atol``), with their names
+    and probabilities."""
+    index = {entry[0]: k for k, entry in enumerate(names)}
+    assert [row["image"] for row in rows] == [str(p) for p in paths]
+    for row, probs in zip(rows, expected):
+        classes = [index[entry["class"]] for entry in row["top"]]
+        assert [entry["name"] for entry in row["top"]] == [names[k][1] for k in classes]
+        got = np.array([entry["probability"] for entry in row["top"]])
+        np.testing.assert_allclose(got, probs[classes], rtol=1e-3, atol=atol)
+        assert len(classes) == 5 and (np.diff(got) <= 0).all()
+        assert probs[classes].min() >= np.sort(probs)[-5] - 2 * atol
+    assert len({tuple(entry["class"] for entry in row["top"]) for row in rows}) == len(rows)  # distinct answers
+
+
+@pytest.mark.parametrize("resize", [None, 256])
+def test_photos_of_any_size_are_resized_and_centre_cropped(released, resize):
+    """Photos as they come (451x300, 600x400, 512x512): short side resized to --resize (bicubic), centre crop,
+    checked against the same steps in OpenCV."""
+    prefix, graph, args, aux = released
+    paths = [sample_photo(name) for name in ("chelsea.png", "coffee.png", "astronaut.png")]
+    crops = []
+    for path in paths:
+        _, (top, left), full = centre_crop(path.read_bytes(), SIZE, resize or SIZE)
+        crops.append(full[:, top:top + SIZE, left:left + SIZE])
+    inputs = dict(args, data=mx.nd.array(np.stack(crops)), softmax_label=mx.nd.zeros(len(crops)))
+    expected = graph.bind(mx.cpu(), inputs, aux_states=aux, grad_req="null").forward()[0].asnumpy()
+    done = predict("--model-prefix", prefix, "--json", *paths, *(["--resize", resize] if resize else []))
+    assert done.returncode == 0, done.stderr
+    names = [line.split("\t") for line in IMAGENET_CLASSES.read_text().splitlines()]
+    check_rows([json.loads(line) for line in done.stdout.splitlines()], expected, paths, names, atol=1e-3)
+
+
 @pytest.mark.parametrize("options", [[], ["--arrangement", "authors"]])
 def test_top_classes_match_the_authors_graph(released, photos, options):
     prefix, graph, args, aux = released
@@ -55,14 +89,7 @@ def test_top_classes_match_the_authors_graph(released, photos, options):
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     names = [line.split("\t") for line in IMAGENET_CLASSES.read_text().splitlines()]
-    expected = reference_probabilities(graph, args, aux, photos)
-    assert [row["image"] for row in rows] == [str(p) for p in photos]
-    for row, probs in zip(rows, expected):
-        best = np.argsort(-probs)[:5]
-        assert [entry["class"] for entry in row["top"]] == [names[k][0] for k in best]
-        assert [entry["name"] for entry in row["top"]] == [names[k][1] for k in best]
-        np.testing.assert_allclose([entry["probability"] for entry in row["top"]], probs[best], rtol=1e-3, atol=2e-6)
-    assert len({tuple(entry["class"] for entry in row["top"]) for row in rows}) == len(rows)  # three distinct answers
+    check_rows(rows, reference_probabilities(graph, args, aux, photos), photos, names, atol=2e-6)
 
 
 def test_text_output_and_class_numbers_file(released, photos, tmp_path):

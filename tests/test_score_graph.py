@@ -4,8 +4,8 @@ import pytest
 
 import symbols
 
-from checkpoints import msra_params
-from test_symbols import forward, random_params
+from checkpoints import assert_depends_on_input, msra_params
+from test_symbols import forward, images, logits_of
 
 
 def softmax(x):
@@ -53,12 +53,14 @@ def test_meanmax_matches_numpy_from_the_feature_map(size, meanmax):
 
 @pytest.mark.parametrize("model", list(symbols.VARIANTS))
 def test_test_graph_at_224_equals_the_training_graph(model):
-    args, aux = random_params(symbols.get_symbol(model), 224, seed=5)
-    images = np.random.RandomState(6).normal(0, 1, (1, 3, 224, 224)).astype(np.float32)
-    training = forward(symbols.get_symbol(model), args, aux, images)
+    args, aux = msra_params(symbols.get_symbol(model), seed=5)
+    batch = images(2, 224, seed=6)
+    training = forward(logits_of(symbols.get_symbol(model)), args, aux, batch)
+    tolerance = 1e-5 * np.abs(training).max()
+    assert_depends_on_input(training, tolerance)
     for meanmax in (True, False):
-        assert np.abs(forward(symbols.score_symbol(model, image_size=224, meanmax=meanmax), args, aux, images)
-                      - training).max() <= 1e-5
+        assert np.abs(forward(symbols.score_logits(model, image_size=224, meanmax=meanmax), args, aux, batch)
+                      - training).max() <= tolerance
 
 
 def test_custom_network_uses_its_training_size_as_window():

@@ -10,6 +10,7 @@ import pytest
 import symbols
 from dpn_mxnet import checkpoint
 
+from checkpoints import FEATURES, assert_depends_on_input, msra_params
 from conftest import REPO
 
 VARIANTS = list(symbols.VARIANTS)
@@ -19,21 +20,21 @@ def official(reference, model):
     return reference / "official" / ("%s-symbol.json" % model)
 
 
-def random_params(symbol, image_size, seed=0):
-    """Random weights and BN statistics for every tensor of ``symbol`` (statistics kept positive)."""
-    rng = np.random.RandomState(seed)
-    arg_shapes, _, aux_shapes = symbol.infer_shape(data=(1, 3, image_size, image_size))
-    args = {n: mx.nd.array(rng.normal(0, 0.05, s)) for n, s in zip(symbol.list_arguments(), arg_shapes)
-            if n != "data" and not n.endswith("_label")}
-    aux = {n: mx.nd.array(rng.uniform(0.5, 1.5, s)) for n, s in zip(symbol.list_auxiliary_states(), aux_shapes)}
-    return args, aux
-
-
 def forward(symbol, args, aux, images):
     inputs = {n: mx.nd.zeros(len(images)) for n in symbol.list_arguments() if n.endswith("_label")}
     inputs.update(args, data=mx.nd.array(images))
     executor = symbol.bind(mx.cpu(), inputs, aux_states=aux, grad_req="null")
     return executor.forward(is_train=False)[0].asnumpy()
+
+
+def logits_of(graph):
+    """The class scores that a training graph's SoftmaxOutput head reads."""
+    return graph.get_children()[0]
+
+
+def images(count, size, seed):
+    """``count`` different images of normalised-pixel statistics, (count, 3, size, size) float32."""
+    return np.random.RandomState(seed).normal(0, 1, (count, 3, size, size)).astype(np.float32)
 
 
 @pytest.mark.parametrize("model", VARIANTS)
@@ -60,35 +61,40 @@ def test_parameter_names_and_shapes_match_the_manifest(reference, model):
 @pytest.mark.parametrize("model", VARIANTS)
 def test_checkpoint_of_the_authors_graph_gives_identical_outputs(reference, tmp_path, model):
     theirs = mx.sym.load(str(official(reference, model)))
-    args, aux = random_params(theirs, 224, seed=len(model))
+    args, aux = msra_params(theirs, seed=len(model))
     prefix = str(tmp_path / model)
     checkpoint.save(prefix, 0, theirs, args, aux)
     loaded = checkpoint.load(prefix, 0)
-    rng = np.random.RandomState(1)
-    at_224 = rng.normal(0, 1, (1, 3, 224, 224)).astype(np.float32)
-    ours_224 = forward(symbols.get_symbol(model), loaded.arg_params, loaded.aux_params, at_224)
-    assert np.abs(ours_224 - forward(theirs, args, aux, at_224)).max() <= 1e-6
+    at_224 = images(2, 224, seed=1)
+    expected = forward(logits_of(theirs), args, aux, at_224)
+    tolerance = 1e-6 * np.abs(expected).max()
+    assert_depends_on_input(expected, tolerance)
+    ours_224 = forward(logits_of(symbols.get_symbol(model)), loaded.arg_params, loaded.aux_params, at_224)
+    assert np.abs(ours_224 - expected).max() <= tolerance
     # at 320 the training head no longer fits the classifier; compare the feature maps (get_before_pool)
-    at_320 = rng.normal(0, 1, (1, 3, 320, 320)).astype(np.float32)
-    their_features = theirs.get_internals()["conv5_x_x__relu-sp__relu_output"]
+    at_320 = images(2, 320, seed=2)
+    their_features = forward(theirs.get_internals()[FEATURES], args, aux, at_320)
+    tolerance = 1e-6 * np.abs(their_features).max()
+    assert_depends_on_input(their_features, tolerance)
     ours_320 = forward(symbols.features(model), loaded.arg_params, loaded.aux_params, at_320)
-    assert ours_320.shape == (1, symbols.feature_channels(model), 10, 10)
-    assert np.abs(ours_320 - forward(their_features, args, aux, at_320)).max() <= 1e-6
+    assert ours_320.shape == (2, symbols.feature_channels(model), 10, 10)
+    assert np.abs(ours_320 - their_features).max() <= tolerance
 
 
 def test_gluon_block_loads_the_same_checkpoint(reference, tmp_path):
     theirs = mx.sym.load(str(official(reference, "dpn68b")))
-    args, aux = random_params(theirs, 224)
+    args, aux = msra_params(theirs)
     prefix = str(tmp_path / "dpn68b")
     checkpoint.save(prefix, 0, theirs, args, aux)
     block = symbols.dpn_block("dpn68b")
     block.load_parameters(checkpoint.params_path(prefix, 0))
     assert set(block.collect_params()) == set(args) | set(aux)
-    images = np.random.RandomState(2).normal(0, 1, (2, 3, 224, 224)).astype(np.float32)
-    expected = forward(theirs, args, aux, images)
+    batch = images(2, 224, seed=2)
+    expected = forward(logits_of(theirs), args, aux, batch)
+    tolerance = 1e-5 * np.abs(expected).max()
+    assert_depends_on_input(expected, tolerance)
     block.hybridize()
-    probabilities = mx.nd.softmax(block(mx.nd.array(images))).asnumpy()
-    assert np.abs(probabilities - expected).max() <= 1e-6
+    assert np.abs(block(mx.nd.array(batch)).asnumpy() - expected).max() <= tolerance
 
 
 def test_class_count_and_classifier_name_are_parameters():
@@ -107,17 +113,26 @@ TINY = json.dumps({"stem_filters": 8, "stem_kernel": 3, "k_r": 16, "groups": 4, 
 
 @pytest.mark.parametrize("size", [32, 48, 64, 100])
 def test_custom_configuration_trains_at_small_sizes(size):
+    """The configured widths (last stage: bw_base x 4 residual + (k_sec + 2) x inc dense channels) reach the
+    classifier, and SGD on a fixed batch of 4 different images learns their 4 labels."""
     symbol = symbols.get_symbol(TINY, num_classes=10, image_size=size)
+    assert symbols.feature_channels(TINY) == 64 + 4 * 8
+    assert checkpoint.parameter_shapes(symbol, (4, 3, size, size))[0]["fc6_weight"] == (10, 64 + 4 * 8)
     module = mx.mod.Module(symbol, context=mx.cpu())
     module.bind(data_shapes=[("data", (4, 3, size, size))], label_shapes=[("softmax_label", (4,))])
-    module.init_params(mx.init.Xavier())
-    module.init_optimizer(optimizer="sgd", optimizer_params={"learning_rate": 0.1})
-    batch = mx.io.DataBatch([mx.nd.random.normal(shape=(4, 3, size, size))], [mx.nd.array([0, 1, 2, 3])])
-    module.forward_backward(batch)
-    module.update()
-    out = module.get_outputs()[0].asnumpy()
-    assert out.shape == (4, 10) and np.allclose(out.sum(axis=1), 1, atol=1e-5)
-    assert symbols.feature_channels(TINY) == 64 + 4 * 8
+    mx.random.seed(size)
+    module.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+    module.init_optimizer(optimizer="sgd", optimizer_params={"learning_rate": 0.1, "momentum": 0.9})
+    labels = np.array([0, 1, 2, 3])
+    batch = mx.io.DataBatch([mx.nd.array(images(4, size, seed=size))], [mx.nd.array(labels)])
+    losses = []
+    for _ in range(15):
+        module.forward_backward(batch)
+        out = module.get_outputs()[0].asnumpy()
+        losses.append(-np.log(out[np.arange(4), labels]).mean())
+        module.update()
+    assert out.shape == (4, 10)
+    assert losses[-1] < 0.2 * losses[0], losses
 
 
 def test_named_variant_at_other_sizes_pools_globally():

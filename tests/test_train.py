@@ -2,6 +2,7 @@
 resume, starting from released weights, checkpoints and bad input."""
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -148,6 +149,18 @@ def test_killed_worker_stops_the_job_and_training_resumes(tmp_path, digits_rec, 
     assert checkpoint.available_epochs(str(prefix))[-1] == 4
 
 
+def test_default_recipe_is_the_papers(tmp_path, digits_rec):
+    """The README's defaults: SGD momentum 0.9, weight decay 1e-4, x0.1 at epochs 30, 60, 90 of 100, and a rate
+    of 0.316 per 1280 images scaled to the actual global batch (here one worker with batch 8)."""
+    from train import train_imagenet
+    args = train_imagenet.parse_args(["--network", TINY, "--data-train", str(digits_rec.train)])
+    assert (args.mom, args.wd, args.lr_steps, args.lr_factor, args.num_epochs) == (0.9, 1e-4, [30, 60, 90], 0.1, 100)
+    done = run_train(train_command(digits_rec, tmp_path / "tiny", "--batch-size", 8, "--num-epochs", 1))
+    assert done.returncode == 0, done.stderr
+    (summary,) = summaries(done.stdout)
+    assert summary["learning_rate"] == pytest.approx(0.316 * 8 / 1280, rel=1e-5)
+
+
 def test_fine_tuning_from_released_weights_with_another_class_count(tmp_path, digits_rec):
     """Like the authors' 5k -> 1k models: every tensor but the classifier comes from the released file."""
     released = str(tmp_path / "released")
@@ -169,26 +182,85 @@ def test_fine_tuning_from_released_weights_with_another_class_count(tmp_path, di
     assert np.abs(tuned[stem].asnumpy() - arg_params[stem].asnumpy()).max() < 1e-2  # loaded, then nudged
 
 
-def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
+def crash_writing(path, *_, **__):
+    """A writer interrupted half-way: part of a file, then Ctrl-C."""
+    with open(path, "wb") as f:
+        f.write(b"half a file")
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("which", ["symbol", "states", "params", "model"])
+def test_interrupted_checkpoint_write_leaves_the_previous_file(tmp_path, monkeypatch, which):
+    """Each file a checkpoint writes (symbol, optimizer states, parameters, model description) is replaced whole
+    or not at all."""
     symbol = symbols.get_symbol(TINY, 10, image_size=32)
     prefix = str(tmp_path / "m")
-    good = {"fc6_bias": mx.nd.ones(10)}
-    checkpoint.save(prefix, 1, symbol, good, {})
-    before = open(checkpoint.params_path(prefix, 1), "rb").read()
 
-    def crash(path, _):
+    def states(path):
         with open(path, "wb") as f:
-            f.write(b"half a file")
-        raise KeyboardInterrupt
+            f.write(b"the optimizer states of epoch 1")
+    checkpoint.save(prefix, 1, symbol, {"fc6_bias": mx.nd.ones(10)}, {}, states)
+    checkpoint.save_model_info(prefix, {"network": TINY, "image_size": 32})
+    paths = [checkpoint.symbol_path(prefix), checkpoint.states_path(prefix, 1), checkpoint.params_path(prefix, 1),
+             checkpoint.model_path(prefix)]
+    before = {path: open(path, "rb").read() for path in paths}
+    if which == "symbol":
+        monkeypatch.setattr(mx.sym.Symbol, "save", lambda self, path, *_, **__: crash_writing(path))
+    elif which == "states":
+        states = crash_writing
+    elif which == "params":
+        monkeypatch.setattr(mx.nd, "save", crash_writing)
+    with pytest.raises(KeyboardInterrupt):
+        if which == "model":
+            monkeypatch.setattr(json, "dump", lambda obj, f, **_: crash_writing(f.name))
+            checkpoint.save_model_info(prefix, {"network": TINY, "image_size": 64})
+        else:
+            checkpoint.save(prefix, 1, symbols.get_symbol(TINY, 10, image_size=64), {"fc6_bias": mx.nd.zeros(10)},
+                            {}, states)
+    assert {path: open(path, "rb").read() for path in paths} == before
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(path) for path in paths)  # no leftovers
+    if which == "params":
+        with pytest.raises(KeyboardInterrupt):
+            checkpoint.save(prefix, 2, symbol, {"fc6_bias": mx.nd.ones(10)}, {})
+        assert checkpoint.available_epochs(prefix) == [1]  # an epoch whose write was cut short does not exist
 
-    monkeypatch.setattr(mx.nd, "save", crash)
-    with pytest.raises(KeyboardInterrupt):
-        checkpoint.save(prefix, 1, symbol, {"fc6_bias": mx.nd.zeros(10)}, {})
-    assert open(checkpoint.params_path(prefix, 1), "rb").read() == before
-    assert sorted(os.listdir(tmp_path)) == ["m-0001.params", "m-symbol.json"]
-    with pytest.raises(KeyboardInterrupt):
-        checkpoint.save(prefix, 2, symbol, good, {})
-    assert checkpoint.available_epochs(prefix) == [1]  # an epoch whose write was cut short does not exist
+
+def momentum_arrays(path):
+    """The SGD momentum arrays of a ``.states`` file (MXNet's pickled updater states), whatever their keys."""
+    with open(path, "rb") as f:
+        states = pickle.loads(f.read())
+    states = states[0] if isinstance(states, tuple) else states
+    return [value.asnumpy() for value in states.values() if value is not None]
+
+
+def test_resume_continues_from_the_saved_weights_and_momentum(tmp_path, digits_rec):
+    """One epoch at learning rate 0 after --resume: without momentum the weights stay the checkpoint's, bit for
+    bit; with momentum 0.9 each step adds 0.9 x the previous step, starting from the momentum saved with the
+    checkpoint, so the epoch moves every weight by (0.9 + 0.9^2 + ... + 0.9^B) x its saved momentum."""
+    prefix = tmp_path / "tiny"
+    done = run_train(train_command(digits_rec, prefix, "--batch-size", 8, "--num-epochs", 1, "--lr", 0.1,
+                                   *DIGITS_AUG))
+    assert done.returncode == 0, done.stderr
+    saved = checkpoint.load(str(prefix), 1).arg_params
+    momenta = momentum_arrays(checkpoint.states_path(str(prefix), 1))
+    steps = data.batches_per_epoch(data.num_records(digits_rec.train), 1, 8)
+    for momentum, check in ((0, "kept"), (0.9, "moved")):
+        done = run_train(train_command(digits_rec, prefix, "--batch-size", 8, "--num-epochs", 2, "--resume", 1,
+                                       "--lr", 0, "--lr-steps", "", "--mom", momentum, *DIGITS_AUG))
+        assert done.returncode == 0, done.stderr
+        assert "resuming from %s" % checkpoint.params_path(str(prefix), 1) in done.stdout
+        resumed = checkpoint.load(str(prefix), 2).arg_params
+        assert resumed.keys() == saved.keys()
+        for name, before in saved.items():
+            moved = resumed[name].asnumpy() - before.asnumpy()
+            if check == "kept":
+                assert not moved.any(), name
+                continue
+            expected = sum(0.9 ** k for k in range(1, steps + 1))
+            scale = np.abs(moved).max()
+            assert scale > 0, name
+            assert any(m.shape == moved.shape and np.abs(moved - expected * m).max() <= 1e-3 * scale
+                       for m in momenta), name
 
 
 @pytest.mark.parametrize("options, message", [

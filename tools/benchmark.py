@@ -6,6 +6,8 @@ mean-max test graph at 320, as test/score.py runs it. By default each uses the a
 cpu (symbols/arrangement.py) on oneDNN CPUs, the authors' graph on GPUs.
 The MXNet side of ``tools/bench_side_by_side.py``; ``tools/bench_timm.py`` is the timm side.
 """
+import hashlib
+import json
 import os
 import sys
 
@@ -61,6 +63,14 @@ def random_params(symbol, data_shape, initializer):
     return params
 
 
+def graph_digest(symbol):
+    """A short SHA-1 of a graph's operators, attributes, connections and variable names (not the operators' names,
+    which MXNet numbers per process): names the graph a run bound."""
+    nodes = json.loads(symbol.tojson())["nodes"]
+    structure = [(n["op"], n["name"] if n["op"] == "null" else "", n.get("attrs", {}), n["inputs"]) for n in nodes]
+    return hashlib.sha1(json.dumps(structure, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def bound_module(args, symbol, batch):
     """A Module with random parameters, bound for one synthetic batch of ``batch`` images as the entry point of
     ``--mode`` binds it."""
@@ -104,6 +114,7 @@ def main(argv=None):
     times = benchmarking.step_times(make_step(args, module, batch), args.warmup, args.repeats)
     extra = {"gpu_mb": round(devices.peak_memory_mb(args.contexts), 1)} if args.gpus else {}
     benchmarking.report("mxnet", args, batch, times, devices=len(args.contexts), arrangement=args.arrangement,
+                        graph_sha1=graph_digest(symbol),
                         threads=os.environ.get("OMP_NUM_THREADS"), versions="mxnet %s" % mx.__version__, **extra)
 
 

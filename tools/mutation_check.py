@@ -1,0 +1,245 @@
+"""Plant defects one at a time in a copy of the repository and check that the tests of each one fail.
+
+    python tools/mutation_check.py                 # every mutant; exit 1 if one is missed, 2 on a stale mutant
+    python tools/mutation_check.py --list          # names, files and tests of the mutants
+    python tools/mutation_check.py --only score-ignores-meanmax --baseline
+
+Each mutant is a small patch (file, text found exactly once today, replacement) and the tests that must catch it
+(pytest arguments). The copy lives in a temporary folder (the files git tracks or would track, plus a link to the
+reference data), never in the working tree; each mutant runs only its own tests, with -x (the first failure is
+enough). A mutant whose text is no longer found exactly once is reported as stale: update it after changing the
+code it patches. ``--baseline`` first runs every selected test on the unmutated copy (a failure there would make
+every "caught" meaningless).
+"""
+import argparse
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    promise: str    # what the README promises, which the defect breaks
+    path: str       # file, relative to the repository root
+    old: str        # text found exactly once in that file
+    new: str
+    tests: tuple    # pytest arguments that select the tests expected to fail
+
+
+def raw(test_file, expression=None):
+    """pytest arguments selecting the tests of ``test_file`` that match the -k ``expression``."""
+    return ("tests/" + test_file,) + (("-k", expression) if expression else ())
+
+
+MUTANTS = (
+    Mutant("score-ignores-meanmax", "--meanmax pools the class-score map by 0.5 x (mean + max)", "test/score.py",
+           "args.size, args.meanmax,", "args.size, False,", raw("test_score.py", "raw_outputs and mean-max")),
+    Mutant("score-ignores-ten-crop", "--ten-crop averages ten views", "test/score.py",
+           "    if args.ten_crop:\n", "    if False:\n", raw("test_score.py", "raw_outputs and ten")),
+    Mutant("score-ignores-size", "--size S scores at S", "test/score.py",
+           "    args = parser.parse_args(argv)\n", "    args = parser.parse_args(argv)\n    args.size = 224\n",
+           raw("test_score.py", "raw_outputs and 320")),
+    Mutant("score-ignores-resize", "--resize sets the short side before ten-crop", "test/score.py",
+           "args.resize or args.size * 256 // 224", "args.size * 256 // 224", raw("test_score.py", "ten")),
+    Mutant("ten-crop-drops-a-view", "ten-crop: centre, 4 corners and their mirrors", "train/data.py",
+           '        crops = ten_crop(image, (self._size, self._size)).astype("float32")\n',
+           '        crops = ten_crop(image, (self._size, self._size)).astype("float32")\n        crops[9] = crops[0]\n',
+           raw("test_data_iter.py", "ten_crop")),
+    Mutant("val-crop-fraction", "validation crop fraction 1.0 (short side to S, S x S crop)", "train/data.py",
+           "    resize = image_size if resize is None else resize\n",
+           "    resize = image_size * 8 // 7 if resize is None else resize\n",
+           raw("test_data_iter.py", "centred_crop")),
+    Mutant("mean-changed", "(pixel - (124, 117, 104)) x 0.0167", "train/data.py",
+           "MEAN_RGB = (124, 117, 104)", "MEAN_RGB = (124, 116, 104)", raw("test_data_iter.py", "normalisation")),
+    Mutant("scale-changed", "(pixel - (124, 117, 104)) x 0.0167", "train/data.py",
+           "SCALE = 0.0167", "SCALE = 0.017", raw("test_data_iter.py", "normalisation")),
+    Mutant("bilinear-not-bicubic", "bicubic resampling", "train/data.py",
+           "BICUBIC = 2", "BICUBIC = 1", raw("test_data_iter.py", "centred_crop")),
+    Mutant("meanmax-drops-max-head", "mean-max: 0.5 x (average + max) of the class-score map", "symbols/meanmax.py",
+           "        out = (out + peak) * 0.5\n", "        out = (out + out) * 0.5\n",
+           raw("test_score_graph.py", "meanmax_matches")),
+    Mutant("export-ignores-meanmax", "export_onnx --size 320 --meanmax exports the mean-max test graph",
+           "tools/export_onnx.py", "size, meanmax, spec.train_size)", "size, False, spec.train_size)",
+           raw("test_export_and_refine.py", "onnx")),
+    Mutant("export-training-graph", "export_onnx at another size exports the fully-convolutional test graph",
+           "tools/export_onnx.py", "    if size == spec.train_size and not meanmax:\n", "    if True:\n",
+           raw("test_export_and_refine.py", "onnx")),
+    Mutant("inference-arrangement-input", "the CPU variant arranged for inference computes the authors' function",
+           "symbols/cpu_fast.py", 'else _conv(bn, name + "_c1x1-a__conv", r)',
+           'else _conv(bn._replace(sym=bn.sym * 1.01) if form == "infer" else bn, name + "_c1x1-a__conv", r)',
+           raw("test_fast_variant.py", "inference_outputs or inference_arrangement")),
+    Mutant("merged-groups-shifted", "the CPU variant trains the authors' function, every named DPN",
+           "symbols/cpu_fast.py", "repeat=per_group, name=name + \"__group\") % m",
+           "repeat=per_group, name=name + \"__group\") * 0 % m", raw("test_fast_variant.py", "every_named")),
+    Mutant("padding-rows-counted", "every validation image is scored exactly once", "train/evaluation.py",
+           "        keep = batch.data[0].shape[0] - batch.pad\n", "        keep = batch.data[0].shape[0]\n",
+           raw("test_score.py", "raw_outputs and 224")),
+    Mutant("refine-uncentred-variance", "BN refinement averages each batch's mean and variance", "tools/refine_bn.py",
+           "variances[name] + value.var(axis=(0, 2, 3))", "variances[name] + (value ** 2).mean(axis=(0, 2, 3))",
+           raw("test_export_and_refine.py", "averages")),
+    Mutant("resume-from-fresh-weights", "--resume continues from the checkpoint's weights", "train/train_imagenet.py",
+           "        return saved.arg_params, saved.aux_params\n", "        return None, None\n",
+           raw("test_train.py", "resume_continues")),
+    Mutant("resume-without-momentum", "--resume continues with the optimizer state", "train/train_imagenet.py",
+           "    if begin_epoch and os.path.isfile(", "    if False and os.path.isfile(",
+           raw("test_train.py", "resume_continues")),
+    Mutant("momentum-flag-ignored", "--mom sets SGD's momentum", "train/train_imagenet.py",
+           '"momentum": args.mom,', '"momentum": 0.9,', raw("test_train.py", "resume_continues")),
+    Mutant("lr-scaling", "lr 0.316 per 1280 images, scaled linearly", "train/train_imagenet.py",
+           "REFERENCE_LR, REFERENCE_BATCH = 0.316, 1280", "REFERENCE_LR, REFERENCE_BATCH = 0.316, 1024",
+           raw("test_train.py", "default_recipe")),
+    Mutant("weight-decay-default", "weight decay 1e-4", "train/train_imagenet.py",
+           'default=1e-4, help="weight decay"', 'default=5e-4, help="weight decay"',
+           raw("test_train.py", "default_recipe")),
+    Mutant("lr-steps-default", "x0.1 at epochs 30, 60, 90", "train/train_imagenet.py",
+           'default="30,60,90"', 'default="30,60,80"', raw("test_train.py", "default_recipe")),
+    Mutant("model-info-not-atomic", "checkpoint files are renamed into place once complete", "train/checkpoint.py",
+           "    atomic_write(model_path(prefix), write)\n", "    write(model_path(prefix))\n",
+           raw("test_train.py", "interrupted")),
+    Mutant("symbol-not-atomic", "checkpoint files are renamed into place once complete", "train/checkpoint.py",
+           "    atomic_write(symbol_path(prefix), symbol.save)\n", "    symbol.save(symbol_path(prefix))\n",
+           raw("test_train.py", "interrupted")),
+    Mutant("predict-ignores-resize", "predict --resize sets the short side before the centre crop",
+           "tools/predict.py", "data.load_image(p, size, args.resize)", "data.load_image(p, size)",
+           raw("test_predict.py", "any_size")),
+    Mutant("predict-squashes", "predict: short side resized, then the centre crop", "train/data.py",
+           "    image = mx.image.resize_short(image, resize or image_size, interp=BICUBIC)\n",
+           "    image = mx.image.imresize(image, resize or image_size, resize or image_size, interp=BICUBIC)\n",
+           raw("test_predict.py", "any_size")),
+    Mutant("hsl-planes-swapped", "HSL jitter (20, 40, 50) on hue, saturation, lightness", "train/data.py",
+           "np.clip(values + d_l, 0, 255), np.clip(values + d_s, 0, 255)",
+           "np.clip(values + d_s, 0, 255), np.clip(values + d_l, 0, 255)", raw("test_data_augment.py", "hsl")),
+    Mutant("benchmark-fastest-step", "img/s over the median step", "tools/benchmarking.py",
+           "images_per_step / statistics.median(times)", "images_per_step / min(times)",
+           raw("test_benchmark.py", "json_line")),
+    Mutant("benchmark-binds-other-graph", "the benchmark binds the graph its entry point binds", "tools/benchmark.py",
+           "symbols.logits(args.network, image_size=args.size, cpu_fast=args.cpu_fast)",
+           "symbols.logits(args.network, image_size=args.size, cpu_fast=False)", raw("test_benchmark.py", "json_line")),
+)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run these mutants only")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--baseline", action="store_true",
+                        help="first run the selected tests on the unmutated copy; they must pass")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds allowed to each mutant's tests")
+    args = parser.parse_args(argv)
+    names = {m.name for m in MUTANTS}
+    unknown = sorted(set(args.only or ()) - names)
+    if unknown:
+        parser.error("--only: unknown mutant %s; --list names them" % ", ".join(unknown))
+    return args
+
+
+def tracked_files():
+    """Files git tracks or would track (not ignored), relative to the repository root."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                         check=True, capture_output=True).stdout
+    return [name for name in out.decode().split("\0") if name and (REPO / name).is_file()]
+
+
+def make_copy(workspace):
+    """A copy of the repository under ``workspace``/repo; the reference data reachable as the tests look for it."""
+    copy = workspace / "repo"
+    for name in tracked_files():
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, copy / name)
+    return copy
+
+
+def reference_folder():
+    """Where the tests find the reference data for this checkout ($DPN_REFERENCE or beside the checkout)."""
+    return pathlib.Path(os.environ.get("DPN_REFERENCE") or REPO.parent / "shared" / "reference")
+
+
+def stale(mutant):
+    """Why ``mutant`` no longer applies to this checkout, or None."""
+    path = REPO / mutant.path
+    if not path.is_file():
+        return "%s: no such file" % mutant.path
+    count = path.read_text().count(mutant.old)
+    if count != 1:
+        return "%s: the text to replace is found %d times, expected once: %r" % (mutant.path, count, mutant.old)
+    return None
+
+
+def run_tests(copy, tests, timeout):
+    """(pytest's exit code, seconds, last line of its output) of ``tests`` run in ``copy``."""
+    env = dict(os.environ, PYTHONPATH=str(copy), DPN_REFERENCE=str(reference_folder()),
+               OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    start = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                              cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, time.monotonic() - start, "timed out after %d s" % timeout
+    lines = (done.stdout + done.stderr).strip().splitlines() or [""]
+    return done.returncode, time.monotonic() - start, lines[-1]
+
+
+def check(mutant, copy, timeout):
+    """Plant ``mutant`` in ``copy``, run its tests, restore the file; returns (verdict, seconds, detail)."""
+    target = copy / mutant.path
+    original = target.read_text()
+    target.write_text(original.replace(mutant.old, mutant.new, 1))
+    try:
+        code, seconds, last = run_tests(copy, mutant.tests, timeout)
+    finally:
+        target.write_text(original)
+    if code == 1:  # pytest: tests ran and some failed
+        return "caught", seconds, last
+    if code == 0:
+        return "MISSED", seconds, last
+    return "ERROR", seconds, "pytest exit code %s: %s" % (code, last)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    mutants = [m for m in MUTANTS if not args.only or m.name in args.only]
+    if args.list:
+        for m in mutants:
+            print("%-28s %-24s %-60s %s" % (m.name, m.path, m.promise, " ".join(m.tests)))
+        return 0
+    if not (reference_folder() / "official").is_dir():
+        print("reference data not found at %s (set DPN_REFERENCE): the tests that need it would skip, and a "
+              "skipped test catches nothing" % reference_folder())
+        return 2
+    problems = [(m.name, stale(m)) for m in mutants if stale(m)]
+    for name, why in problems:
+        print("STALE   %-28s %s" % (name, why))
+    if problems:
+        print("%d stale mutant(s): update their text in tools/mutation_check.py" % len(problems))
+        return 2
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mutation-check-") as workspace:
+        copy = make_copy(pathlib.Path(workspace))
+        if args.baseline:
+            tests = sorted({m.tests for m in mutants})
+            for selection in tests:
+                code, seconds, last = run_tests(copy, selection, args.timeout)
+                print("baseline %-60s %6.1f s  %s" % (" ".join(selection), seconds, last), flush=True)
+                if code != 0:
+                    print("the unmutated copy fails these tests: fix them first")
+                    return 2
+        verdicts = []
+        for m in mutants:
+            verdict, seconds, detail = check(m, copy, args.timeout)
+            verdicts.append(verdict)
+            print("%-7s %-28s %6.1f s  %s" % (verdict, m.name, seconds, detail), flush=True)
+    caught = verdicts.count("caught")
+    print("%d of %d mutants caught in %.0f s" % (caught, len(mutants), time.monotonic() - start))
+    return 0 if caught == len(mutants) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
