@@ -1,4 +1,4 @@
-"""The straightforward implementation of ``aug="fork"`` that the library's fast pipeline (train/fork_pipeline.py)
+"""The straightforward implementation of ``aug="fork"`` that the library's fast pipeline (dpn_mxnet/fork_pipeline.py)
 must equal bit for bit: each sample decoded by OpenCV, its draws from ``data.ForkAugmenter.draw``, cropped and
 resized, jittered with two ``cv2.cvtColor`` calls (``data.hsl_jitter``), flipped and normalised plane by plane;
 batches stacked from per-sample results of a thread pool that reads the .rec under a lock (the order of the

@@ -1,4 +1,4 @@
-"""The aug="fork" pixel kernel (train/fork_kernel.py) against OpenCV: both HLS conversions on every input they can
+"""The aug="fork" pixel kernel (dpn_mxnet/fork_kernel.py) against OpenCV: both HLS conversions on every input they can
 get (all 16.7 M BGR colours, all 181 x 256 x 256 HLS triples), and the fused jitter + mirror + normalisation on
 every colour for a set of offsets that includes the clamped extremes, against data.hsl_jitter (cv2.cvtColor)
 followed by cv2.flip and the normalisation written out in numpy."""

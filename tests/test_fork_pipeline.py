@@ -1,4 +1,4 @@
-"""The aug="fork" pipeline (train/fork_pipeline.py, through data.train_iter) against the straightforward
+"""The aug="fork" pipeline (dpn_mxnet/fork_pipeline.py, through data.train_iter) against the straightforward
 implementation in tests/fork_reference.py, on the packed photographs (JPEGs of several sizes, greyscale, CMYK, PNG
 data, a 20x15 image): equal batches bit for bit across passes and padding, whatever the number of threads; batches
 that stay intact while later ones are made; JPEG decoding equal to OpenCV's; RecordIO records split in parts."""

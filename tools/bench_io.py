@@ -4,7 +4,7 @@ only decodes and resizes the same records (the practical limit of this CPU).
     python tools/bench_io.py                  # 1 and 2 decode threads
     python tools/bench_io.py --threads 1 2 4 --fork --repeats 5
 
---fork also times aug="fork" twice: the library's pipeline (train/fork_pipeline.py) and the straightforward
+--fork also times aug="fork" twice: the library's pipeline (dpn_mxnet/fork_pipeline.py) and the straightforward
 reference implementation it equals bit for bit (tests/fork_reference.py). All figures are measured in one
 interleaved run; each printed figure is the median of --repeats measurements.
 

@@ -11,7 +11,6 @@ enough). A mutant whose text is no longer found exactly once is reported as stal
 code it patches. ``--baseline`` first runs every selected test on the unmutated copy (a failure there would make
 every "caught" meaningless).
 """
-import argparse
 import os
 import pathlib
 import shutil
@@ -20,6 +19,8 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+
+from dpn_mxnet import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -49,19 +50,19 @@ MUTANTS = (
            raw("test_score.py", "raw_outputs and 320")),
     Mutant("score-ignores-resize", "--resize sets the short side before ten-crop", "test/score.py",
            "args.resize or args.size * 256 // 224", "args.size * 256 // 224", raw("test_score.py", "ten")),
-    Mutant("ten-crop-drops-a-view", "ten-crop: centre, 4 corners and their mirrors", "train/data.py",
+    Mutant("ten-crop-drops-a-view", "ten-crop: centre, 4 corners and their mirrors", "dpn_mxnet/data.py",
            '        crops = ten_crop(image, (self._size, self._size)).astype("float32")\n',
            '        crops = ten_crop(image, (self._size, self._size)).astype("float32")\n        crops[9] = crops[0]\n',
            raw("test_data_iter.py", "ten_crop")),
-    Mutant("val-crop-fraction", "validation crop fraction 1.0 (short side to S, S x S crop)", "train/data.py",
+    Mutant("val-crop-fraction", "validation crop fraction 1.0 (short side to S, S x S crop)", "dpn_mxnet/data.py",
            "    resize = image_size if resize is None else resize\n",
            "    resize = image_size * 8 // 7 if resize is None else resize\n",
            raw("test_data_iter.py", "centred_crop")),
-    Mutant("mean-changed", "(pixel - (124, 117, 104)) x 0.0167", "train/data.py",
+    Mutant("mean-changed", "(pixel - (124, 117, 104)) x 0.0167", "dpn_mxnet/data.py",
            "MEAN_RGB = (124, 117, 104)", "MEAN_RGB = (124, 116, 104)", raw("test_data_iter.py", "normalisation")),
-    Mutant("scale-changed", "(pixel - (124, 117, 104)) x 0.0167", "train/data.py",
+    Mutant("scale-changed", "(pixel - (124, 117, 104)) x 0.0167", "dpn_mxnet/data.py",
            "SCALE = 0.0167", "SCALE = 0.017", raw("test_data_iter.py", "normalisation")),
-    Mutant("bilinear-not-bicubic", "bicubic resampling", "train/data.py",
+    Mutant("bilinear-not-bicubic", "bicubic resampling", "dpn_mxnet/data.py",
            "BICUBIC = 2", "BICUBIC = 1", raw("test_data_iter.py", "centred_crop")),
     Mutant("meanmax-drops-max-head", "mean-max: 0.5 x (average + max) of the class-score map", "symbols/meanmax.py",
            "        out = (out + peak) * 0.5\n", "        out = (out + out) * 0.5\n",
@@ -73,13 +74,14 @@ MUTANTS = (
            "tools/export_onnx.py", "    if size == spec.train_size and not meanmax:\n", "    if True:\n",
            raw("test_export_and_refine.py", "onnx")),
     Mutant("inference-arrangement-input", "the CPU variant arranged for inference computes the authors' function",
-           "symbols/cpu_fast.py", 'else _conv(bn, name + "_c1x1-a__conv", r)',
-           'else _conv(bn._replace(sym=bn.sym * 1.01) if form == "infer" else bn, name + "_c1x1-a__conv", r)',
+           "symbols/dpn.py", '        a = conv(a, name + "_c1x1-a__conv", r)\n',
+           '        a = conv(a._replace(sym=a.sym * 1.01) if arrangement.fold_for_inference else a, '
+           'name + "_c1x1-a__conv", r)\n',
            raw("test_fast_variant.py", "inference_outputs or inference_arrangement")),
     Mutant("merged-groups-shifted", "the CPU variant trains the authors' function, every named DPN",
            "symbols/cpu_fast.py", "repeat=per_group, name=name + \"__group\") % m",
            "repeat=per_group, name=name + \"__group\") * 0 % m", raw("test_fast_variant.py", "every_named")),
-    Mutant("padding-rows-counted", "every validation image is scored exactly once", "train/evaluation.py",
+    Mutant("padding-rows-counted", "every validation image is scored exactly once", "dpn_mxnet/evaluation.py",
            "        keep = batch.data[0].shape[0] - batch.pad\n", "        keep = batch.data[0].shape[0]\n",
            raw("test_score.py", "raw_outputs and 224")),
     Mutant("refine-uncentred-variance", "BN refinement averages each batch's mean and variance", "tools/refine_bn.py",
@@ -101,33 +103,34 @@ MUTANTS = (
            raw("test_train.py", "default_recipe")),
     Mutant("lr-steps-default", "x0.1 at epochs 30, 60, 90", "train/train_imagenet.py",
            'default="30,60,90"', 'default="30,60,80"', raw("test_train.py", "default_recipe")),
-    Mutant("model-info-not-atomic", "checkpoint files are renamed into place once complete", "train/checkpoint.py",
+    Mutant("model-info-not-atomic", "checkpoint files are renamed into place once complete", "dpn_mxnet/checkpoint.py",
            "    atomic_write(model_path(prefix), write)\n", "    write(model_path(prefix))\n",
            raw("test_train.py", "interrupted")),
-    Mutant("symbol-not-atomic", "checkpoint files are renamed into place once complete", "train/checkpoint.py",
+    Mutant("symbol-not-atomic", "checkpoint files are renamed into place once complete", "dpn_mxnet/checkpoint.py",
            "    atomic_write(symbol_path(prefix), symbol.save)\n", "    symbol.save(symbol_path(prefix))\n",
            raw("test_train.py", "interrupted")),
     Mutant("predict-ignores-resize", "predict --resize sets the short side before the centre crop",
-           "tools/predict.py", "data.load_image(p, size, args.resize)", "data.load_image(p, size)",
+           "tools/predict.py", "data.load_image(path, size, args.resize)", "data.load_image(path, size)",
            raw("test_predict.py", "any_size")),
-    Mutant("predict-squashes", "predict: short side resized, then the centre crop", "train/data.py",
+    Mutant("predict-squashes", "predict: short side resized, then the centre crop", "dpn_mxnet/data.py",
            "    image = mx.image.resize_short(image, resize or image_size, interp=BICUBIC)\n",
            "    image = mx.image.imresize(image, resize or image_size, resize or image_size, interp=BICUBIC)\n",
            raw("test_predict.py", "any_size")),
-    Mutant("hsl-planes-swapped", "HSL jitter (20, 40, 50) on hue, saturation, lightness", "train/data.py",
+    Mutant("hsl-planes-swapped", "HSL jitter (20, 40, 50) on hue, saturation, lightness", "dpn_mxnet/data.py",
            "np.clip(values + d_l, 0, 255), np.clip(values + d_s, 0, 255)",
            "np.clip(values + d_s, 0, 255), np.clip(values + d_l, 0, 255)", raw("test_data_augment.py", "hsl")),
-    Mutant("benchmark-fastest-step", "img/s over the median step", "tools/benchmarking.py",
+    Mutant("benchmark-fastest-step", "img/s over the median step", "dpn_mxnet/benchmarking.py",
            "images_per_step / statistics.median(times)", "images_per_step / min(times)",
            raw("test_benchmark.py", "json_line")),
     Mutant("benchmark-binds-other-graph", "the benchmark binds the graph its entry point binds", "tools/benchmark.py",
-           "symbols.logits(args.network, image_size=args.size, cpu_fast=args.cpu_fast)",
-           "symbols.logits(args.network, image_size=args.size, cpu_fast=False)", raw("test_benchmark.py", "json_line")),
+           "symbols.logits(args.network, image_size=args.size, arrangement=arrangement)",
+           "symbols.logits(args.network, image_size=args.size, arrangement=symbols.AUTHORS)",
+           raw("test_benchmark.py", "json_line")),
 )
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser = cli.ArgumentParser(__doc__)
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run these mutants only")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--baseline", action="store_true",
