@@ -24,15 +24,24 @@ def learning_rate_schedule(base_lr, batches_per_epoch, steps, factor, warmup_epo
     return mx.lr_scheduler.MultiFactorScheduler(step=steps, factor=factor, base_lr=base_lr, warmup_steps=warmup)
 
 
+def weights_digest(module):
+    """A short SHA-1 of all learned weights: equal on every worker of a healthy dist_sync job."""
+    return _digest(module.get_params()[:1], None)
+
+
 def state_digest(module):
-    """A short SHA-1 of the whole training state: weights, BN moving statistics and the optimizer's state
-    (momentum, float32 master weights); equal on every worker of a healthy dist_sync job."""
+    """A short SHA-1 of the whole training state, what a checkpoint restores: weights, BN moving statistics and
+    the optimizer's state (momentum, float32 master weights). Each worker of a dist_sync job keeps the BN
+    statistics of its own data, so this one differs between workers; rank 0's is the checkpoint's."""
+    return _digest(module.get_params(), getattr(module, "_updater", None))  # Module keeps its optimizer there
+
+
+def _digest(param_dicts, updater):
     digest = hashlib.sha1()
-    for params in module.get_params():
+    for params in param_dicts:
         for name in sorted(params):
             digest.update(name.encode())
             digest.update(params[name].asnumpy().tobytes())
-    updater = getattr(module, "_updater", None)  # Module keeps the optimizer's states in its updater
     for index in sorted(updater.states if updater is not None else ()):
         for state in _flat(updater.states[index]):
             digest.update(state.asnumpy().tobytes())
@@ -101,7 +110,7 @@ def fit(module, train_batches, val_batches, begin_epoch, num_epoch, save, log_ev
                    "train_seconds": round(seconds, 1)}
         summary.update(("train_" + name.replace("top_k_accuracy_", "top").replace("accuracy", "top1"),
                         round(value, 5)) for name, value in metric.get_name_value())
-        summary["state_sha1"] = state_digest(module)
+        summary["weights_sha1"], summary["state_sha1"] = weights_digest(module), state_digest(module)
         if lr_of is not None:
             summary["learning_rate"] = float("%.6g" % lr_of(epoch + 1))
         if val_batches is not None:
