@@ -23,6 +23,7 @@ def rate_steps(summaries):
 
 
 def plot(summaries, out, title):
+    """Write the figure of ``summaries`` (epoch order) to ``out``; returns it."""
     epochs = [s["epoch"] for s in summaries]
     fig, (acc, loss, speed) = plt.subplots(1, 3, figsize=(15, 4))
     acc.plot(epochs, [100 * s["train_top1"] for s in summaries], "o-", label="train top-1")
@@ -51,6 +52,7 @@ def plot(summaries, out, title):
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
+    return fig
 
 
 def main():
