@@ -6,7 +6,7 @@ PY     := $(abspath $(VENV))/bin/python
 MXNET  ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo mxnet-cu112 || echo mxnet)
 STAMP  := $(VENV)/.installed-$(MXNET)
 
-.PHONY: setup test demo rec train bench bench-timm
+.PHONY: setup lint test demo rec train bench bench-timm
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-cuda11.txt pyproject.toml
@@ -14,7 +14,7 @@ $(STAMP): requirements.txt requirements-cuda11.txt pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c requirements.txt -r requirements.txt $(MXNET)==1.9.1 \
 	    $(if $(findstring cu,$(MXNET)),-r requirements-cuda11.txt) -e .
-	$(if $(findstring cu,$(MXNET)),echo 'import tools.cuda_preload' > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dpn_cuda11.pth)
+	$(if $(findstring cu,$(MXNET)),echo 'import dpn_mxnet.cuda_preload' > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dpn_cuda11.pth)
 	$(PY) -c 'import mxnet, numpy; print("mxnet", mxnet.__version__, "numpy", numpy.__version__)'
 	rm -f $(VENV)/.installed-*; touch $@
 
@@ -22,7 +22,11 @@ $(STAMP): requirements.txt requirements-cuda11.txt pyproject.toml
 demo: setup
 	$(PY) tools/demo.py
 
-test: setup
+# The import contracts of pyproject.toml (entry points -> dpn_mxnet -> symbols, no cycles), then the test suite.
+lint: setup
+	$(abspath $(VENV))/bin/lint-imports
+
+test: lint
 	$(PY) -m pytest -q tests
 
 # ImageNet-style folder -> train/val .lst/.rec/.idx: make rec DATA=/data/imagenet OUT=/data/rec

@@ -8,18 +8,20 @@ fully-convolutional test graph (symbols.score_symbol) with mean-max pooling of t
 import argparse
 import json
 import sys
+import tempfile
 
 from tqdm import tqdm
 
 import symbols
 from symbols.cpu_fast import CHOICES, select_variant
-from train import checkpoint, data, devices
-from train.evaluation import evaluate, inference_module
+from dpn_mxnet import checkpoint, cli, data, devices
+from dpn_mxnet.checks import UsageError, check_devices
+from dpn_mxnet.evaluation import evaluate, inference_module
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--prefix", required=True, help="checkpoint prefix, e.g. models/dpn92 for dpn92-0000.params")
     parser.add_argument("--epoch", type=int, default=0, help="checkpoint epoch")
     parser.add_argument("--model", help="network (default: from the checkpoint: our -model.json, else by matching "
@@ -38,42 +40,59 @@ def parse_args(argv=None):
                              "where it helps) or off, the authors' graph as released")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch")
     parser.add_argument("--data-nthreads", type=int, default=4, help="decode threads")
+    parser.add_argument("--bad-records", default="stop", choices=data.BAD_RECORDS,
+                        help="records whose image cannot be decoded: stop with their name, or skip them (scoring "
+                             "then reads a copy of the .rec without them, written to a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table row")
     args = parser.parse_args(argv)
     if args.batch_size <= 0 or args.size <= 0:
         parser.error("--batch-size and --size must be positive")
     if args.num_classes is not None and args.num_classes <= 0:
         parser.error("--num-classes must be positive, got %d" % args.num_classes)
+    try:
+        args.contexts = devices.contexts(args.gpus)
+        check_devices(args.contexts)
+    except ValueError as err:
+        parser.error(str(err))
     return args
 
 
-def build(args):
-    """(module bound for inference, spec, validation batches, crops per image)."""
+def build(args, scratch):
+    """(module bound for inference, spec, validation batches, crops per image, .rec read, skipped records)."""
     ckpt = checkpoint.load(args.prefix, args.epoch)
     spec = checkpoint.model_spec(ckpt, args.model, args.num_classes)
-    ctx = devices.contexts(args.gpus)
+    ctx = args.contexts
     symbol = symbols.score_symbol(spec.network, spec.num_classes, spec.classifier, args.size, args.meanmax,
                                   spec.train_size, select_variant(args.cpu_fast, ctx))
-    data.check_rec(args.data_val, spec.num_classes)
+    rec, skipped = data.readable_rec(args.data_val, spec.num_classes, args.bad_records, scratch)
+    for report in skipped:
+        print("skipping %s" % report, file=sys.stderr)
     if args.ten_crop:
         crops = 10
-        batches = data.ten_crop_iter(args.data_val, args.batch_size, args.size, args.resize or args.size * 256 // 224)
+        batches = data.ten_crop_iter(rec, args.batch_size, args.size, args.resize or args.size * 256 // 224)
     else:
         crops = 1
-        batches = data.val_iter(args.data_val, args.batch_size, args.size, threads=args.data_nthreads)
+        batches = data.val_iter(rec, args.batch_size, args.size, threads=args.data_nthreads)
     module = inference_module(symbol, ctx, batches.provide_data, batches.provide_label, ckpt.arg_params,
                               ckpt.aux_params)
-    return module, spec, batches, crops
+    return module, spec, batches, crops, rec, skipped
 
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        module, spec, batches, crops = build(args)
-    except (checkpoint.CheckpointError, data.DataError, ValueError) as err:
-        sys.exit("error: %s" % err)
-    with tqdm(total=data.num_records(args.data_val), unit="img", file=sys.stderr, disable=None) as bar:
-        scores = evaluate(module, batches, crops, progress=lambda done: bar.update(done - bar.n))
+    with tempfile.TemporaryDirectory(prefix="score-") as scratch:
+        try:
+            module, spec, batches, crops, rec, skipped = build(args, scratch)
+        except (checkpoint.CheckpointError, data.DataError, UsageError) as err:
+            sys.exit("error: %s" % err)
+        with tqdm(total=data.num_records(rec), unit="img", file=sys.stderr, disable=None) as bar:
+            try:
+                scores = evaluate(module, batches, crops, progress=lambda done: bar.update(done - bar.n))
+            except data.DataError as err:
+                sys.exit("error: %s" % err)
+    if skipped:
+        print("skipped %d undecodable records of %s (--bad-records skip; each named above)"
+              % (len(skipped), args.data_val), file=sys.stderr)
     row = {"model": spec.network if spec.network in symbols.VARIANTS else "custom", "size": args.size,
            "meanmax": args.meanmax, "ten_crop": args.ten_crop, "top1_error": round(scores.top1_error, 3),
            "top5_error": round(scores.top5_error, 3), "images": scores.count,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tools.sample_photos import NAMES, sample_photo
+from dpn_mxnet.sample_photos import NAMES, sample_photo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PHOTO_CLASSES = ("n01440764", "n01443537", "n01484850")  # labels 0, 1, 2 of the ImageNet-1k index
@@ -93,3 +93,28 @@ def digits_rec(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits")
     run_tool("tools/make_digits.py", out, "--limit", 300)
     return DigitsRec(out, out / "train.rec", out / "val.rec")
+
+
+def break_image(rec, out, position):
+    """A copy of ``rec`` (.rec, .idx, .lst) in ``out`` whose record number ``position`` (in file order) keeps its
+    RecordIO and image-record headers but has the first bytes of its image overwritten (no decoder knows them).
+    Returns (the copy's .rec, the broken record's id, its byte offset)."""
+    import shutil
+    import struct
+
+    from dpn_mxnet import data
+
+    rec, out = pathlib.Path(rec), pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for suffix in (".rec", ".idx", ".lst"):
+        shutil.copyfile(rec.with_suffix(suffix), out / (rec.stem + suffix))
+    copy = out / rec.name
+    offsets = sorted(int(line.split()[1]) for line in open(copy.with_suffix(".idx")))
+    offset = offsets[position]
+    blob = bytearray(copy.read_bytes())
+    flag, _, record_id, _ = struct.unpack_from("IfQQ", blob, offset + 8)
+    image = offset + 8 + 24 + 4 * flag
+    assert data.is_image_signature(bytes(blob[image:image + data.SIGNATURE_BYTES]))
+    blob[image:image + 8] = b"\0" * 8
+    copy.write_bytes(bytes(blob))
+    return copy, record_id, offset

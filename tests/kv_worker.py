@@ -16,7 +16,7 @@ import numpy as np
 
 SHAPES = {3: (4, 5), 11: (257,)}
 LEARNING_RATE = 0.25
-ENVIRONMENT = ("DMLC_NODE_HOST", "DMLC_PS_ROOT_URI", "SSH_CONNECTION")
+ENVIRONMENT = ("DMLC_NODE_HOST", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "SSH_CONNECTION")
 
 
 def initial_weight(key):
@@ -51,7 +51,7 @@ def main():
 
     import mxnet as mx
 
-    from tools.supervisor import announce_rank
+    from dpn_mxnet.launcher.supervisor import announce_rank
 
     kv = mx.kv.create("dist_sync")
     announce_rank(kv)

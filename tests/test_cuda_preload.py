@@ -1,4 +1,4 @@
-"""tools/cuda_preload.py finds the CUDA libraries of the nvidia-*-cu11 wheels by their layout and loads them."""
+"""dpn_mxnet/cuda_preload.py finds the CUDA libraries of the nvidia-*-cu11 wheels by their layout and loads them."""
 import _ctypes
 import json
 import shutil
@@ -7,7 +7,7 @@ import sys
 
 from conftest import REPO
 
-LOADED = ("import json, tools.cuda_preload; "
+LOADED = ("import json, dpn_mxnet.cuda_preload; "
           "print(json.dumps(sorted({l.split()[-1] for l in open('/proc/self/maps') if 'nvidia' in l})))")
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from scipy import stats
 
 from tools.make_rec import pack_split
-from train import data
+from dpn_mxnet import data
 
 from datasets import photo
 

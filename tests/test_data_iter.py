@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from tools.make_rec import pack_split
-from tools.sample_photos import NAMES
-from train import data
+from dpn_mxnet.sample_photos import NAMES
+from dpn_mxnet import data
 
 from datasets import photo
 

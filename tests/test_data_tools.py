@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tools import make_rec
-from train.data import DataError
+from dpn_mxnet.data import DataError
 
 from conftest import REPO
 from datasets import PHOTO_CLASSES, photo, run_tool, write_odd_files

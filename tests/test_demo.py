@@ -5,7 +5,7 @@ import sys
 
 import onnx
 
-from train import checkpoint, data
+from dpn_mxnet import checkpoint, data
 
 from conftest import REPO
 

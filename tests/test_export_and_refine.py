@@ -7,8 +7,8 @@ import mxnet as mx
 import pytest
 
 import symbols
-from train import checkpoint, data
-from train.evaluation import evaluate
+from dpn_mxnet import checkpoint, data
+from dpn_mxnet.evaluation import evaluate
 
 from conftest import REPO
 from checkpoints import msra_params

@@ -9,8 +9,8 @@ import pytest
 
 import symbols
 from symbols.cpu_fast import BIND_ENVIRONMENT, select_variant, use_cpu_fast
-from train import checkpoint
-from train.evaluation import inference_module
+from dpn_mxnet import checkpoint
+from dpn_mxnet.evaluation import inference_module
 
 # DPN-68 (4 and 8 channels per group: merged groups), DPN-68b (split last 1x1) and a DPN-92 cut to one or two
 # units per stage: 3, 6, 12 and 24 channels per group and the dense growth of 24 (plain-layout units) of DPN-92;

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from train import checkpoint
+from dpn_mxnet import checkpoint
 
 from conftest import REPO
 from tools import plot_log

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tools.make_rec import IMAGENET_CLASSES
-from tools.sample_photos import sample_photo
+from dpn_mxnet.sample_photos import sample_photo
 
 from conftest import REPO
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import symbols
-from train import checkpoint, data, devices
-from train.fit import master_weights, state_digest, train_step, weights_digest
+from dpn_mxnet import checkpoint, data, devices
+from dpn_mxnet.fit import master_weights, state_digest, train_step, weights_digest
 
 from conftest import REPO
 from launch_helpers import LauncherRun, run_launcher
@@ -80,9 +80,8 @@ def test_recipe_is_saved_whole_and_guards_the_resume(tmp_path, digits_rec):
 
     refused = run_train(train_command(digits_rec, prefix, "--num-epochs", 2, "--resume", "auto", "--lr", 0.1))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert refused.stderr.strip().splitlines()[-1].endswith(
-        "--lr 0.1 conflicts with the recipe of %s-0001 (--lr 0.05); give --allow-recipe-change to change it"
-        % prefix)
+    assert ("--lr 0.1 conflicts with the recipe of %s-0001 (--lr 0.05); give --allow-recipe-change to change it"
+            % prefix) in refused.stderr.strip().splitlines()[-1]
     assert checkpoint.available_epochs(str(prefix)) == [1]
 
     changed = train_ok(train_command(digits_rec, prefix, "--num-epochs", 2, "--resume", "auto", "--lr", 0.1,

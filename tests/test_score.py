@@ -8,7 +8,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from train import data
+from dpn_mxnet import data
 
 from conftest import REPO
 from test_score_graph import meanmax_reference, softmax

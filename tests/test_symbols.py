@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import symbols
-from train import checkpoint
+from dpn_mxnet import checkpoint
 
 from conftest import REPO
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import symbols
-from train import checkpoint, data
-from train.fit import SUMMARY_TAG
+from dpn_mxnet import checkpoint, data
+from dpn_mxnet.fit import SUMMARY_TAG
 
 from conftest import REPO
 from launch_helpers import run_launcher

@@ -17,8 +17,8 @@ import mxnet as mx
 import numpy as np
 
 from tools.make_rec import list_class_folders, pack_split
-from tools.sample_photos import NAMES, sample_photo
-from train import data
+from dpn_mxnet.sample_photos import NAMES, sample_photo
+from dpn_mxnet import cli, data
 
 
 def pack_photos(folder, records, short_side):
@@ -76,8 +76,8 @@ def iterator_rate(rec, size, threads, batch, batches, aug, hsl):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="decode threads to time (default: 1 2)")
     parser.add_argument("--size", type=int, default=224, help="crop size (default: %(default)s)")
     parser.add_argument("--records", type=int, default=200, help="records in the benchmark .rec (default: %(default)s)")

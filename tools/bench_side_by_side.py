@@ -16,6 +16,8 @@ import statistics
 import subprocess
 import sys
 
+from dpn_mxnet import cli
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MODES = ("train", "infer", "score")
 VARIANTS = ("", "exact", "fast", "lean")
@@ -40,7 +42,7 @@ def parse_case(text):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help="what to measure, in order")
     parser.add_argument("--rounds", type=int, default=3,
                         help="runs per framework and case (the median of 3 or more ignores one outlying run)")

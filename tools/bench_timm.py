@@ -12,15 +12,16 @@ import timm
 import torch
 from timm.layers import apply_test_time_pool
 
-from tools import bench_common
+from dpn_mxnet import benchmarking
+from dpn_mxnet import cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    bench_common.add_arguments(parser)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    benchmarking.add_arguments(parser)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads; default: OMP_NUM_THREADS as PyTorch reads it")
-    args = bench_common.check_arguments(parser, parser.parse_args(argv))
+    args = benchmarking.check_arguments(parser, parser.parse_args(argv))
     if args.model not in timm.list_models("dpn*"):
         parser.error("--model: timm has no %r (it has %s)" % (args.model, ", ".join(timm.list_models("dpn*"))))
     return args
@@ -62,8 +63,8 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     model = build_model(args)
-    times = bench_common.step_times(make_step(args, model), args.warmup, args.repeats)
-    bench_common.report("timm", args, args.batch_size, times, threads=torch.get_num_threads(),
+    times = benchmarking.step_times(make_step(args, model), args.warmup, args.repeats)
+    benchmarking.report("timm", args, args.batch_size, times, threads=torch.get_num_threads(),
                         versions="timm %s, torch %s" % (timm.__version__, torch.__version__))
 
 

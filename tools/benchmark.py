@@ -15,23 +15,23 @@ import numpy as np
 
 import symbols
 from symbols.cpu_fast import CHOICES, select_variant
-from tools import bench_common
-from train import checkpoint, devices
-from train.evaluation import inference_module
-from train.fit import train_step
+from dpn_mxnet import benchmarking
+from dpn_mxnet import checkpoint, cli, devices
+from dpn_mxnet.evaluation import inference_module
+from dpn_mxnet.fit import train_step
 
 VARIANTS = {"exact": "off", "fast": "on", "lean": "lean"}  # --variant -> the entry points' --cpu-fast
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    bench_common.add_arguments(parser)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    benchmarking.add_arguments(parser)
     parser.add_argument("--gpus", default="", help="GPU ids such as 0,1; empty runs on the CPU")
     parser.add_argument("--variant", choices=["auto"] + list(VARIANTS), default="auto",
                         help="graph: exact (the authors'), fast (the CPU variant, same parameters), lean (that "
                              "variant's low-memory form, slower) or auto (as the entry point of "
                              "--mode chooses)")
-    args = bench_common.check_arguments(parser, parser.parse_args(argv))
+    args = benchmarking.check_arguments(parser, parser.parse_args(argv))
     try:
         symbols.resolve(args.model)
         args.contexts = devices.contexts(args.gpus)
@@ -101,9 +101,9 @@ def main(argv=None):
     except ValueError as err:  # a size the model cannot take
         sys.exit("error: --size: %s" % err)
     module = bound_module(args, symbol, batch)
-    times = bench_common.step_times(make_step(args, module, batch), args.warmup, args.repeats)
+    times = benchmarking.step_times(make_step(args, module, batch), args.warmup, args.repeats)
     extra = {"gpu_mb": round(devices.peak_memory_mb(args.contexts), 1)} if args.gpus else {}
-    bench_common.report("mxnet", args, batch, times, devices=len(args.contexts), variant=args.variant,
+    benchmarking.report("mxnet", args, batch, times, devices=len(args.contexts), variant=args.variant,
                         threads=os.environ.get("OMP_NUM_THREADS"), versions="mxnet %s" % mx.__version__, **extra)
 
 

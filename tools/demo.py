@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from train import checkpoint, data
+from dpn_mxnet import checkpoint, cli, data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # A small DPN for 32x32 images: two stages (1 and 2 dual-path blocks), so that the features are still 4x4 and
@@ -31,8 +31,8 @@ SIZE = 32
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", default="work/demo", help="folder for everything the demo writes")
     parser.add_argument("--limit", type=int, help="use only this many digit scans (default: all 1,797)")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs")

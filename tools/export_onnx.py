@@ -8,18 +8,20 @@ test graph). The parity check runs both on the same batch and prints the largest
 """
 import argparse
 import json
+import os
 import sys
 
 import mxnet as mx
 import numpy as np
 
 import symbols
-from train import checkpoint
+from dpn_mxnet import checkpoint, cli
+from dpn_mxnet.checks import UsageError, check_output_folder
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--prefix", required=True, help="checkpoint prefix")
     parser.add_argument("--epoch", type=int, default=0, help="checkpoint epoch")
     parser.add_argument("--model", help="network (default: read from the checkpoint)")
@@ -30,7 +32,11 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=2, help="batch of the exported input and of the check")
     parser.add_argument("-o", "--out", required=True, help="ONNX file to write")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for flag in ("size", "batch_size", "num_classes"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            parser.error("--%s must be positive, got %d" % (flag.replace("_", "-"), getattr(args, flag)))
+    return args
 
 
 def export(ckpt, spec, size, meanmax, batch_size, out):
@@ -76,11 +82,12 @@ def parity(graph, params, out, batch_size, size, seed=0):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        check_output_folder(os.path.dirname(os.path.abspath(args.out)), "-o/--out")
         ckpt = checkpoint.load(args.prefix, args.epoch)
         spec = checkpoint.model_spec(ckpt, args.model, args.num_classes)
         size = args.size or spec.train_size
         graph, params = export(ckpt, spec, size, args.meanmax, args.batch_size, args.out)
-    except (checkpoint.CheckpointError, ValueError) as err:
+    except (checkpoint.CheckpointError, UsageError, ValueError) as err:
         sys.exit("error: %s" % err)
     report = {"onnx": args.out, "size": size, "meanmax": args.meanmax}
     if not args.no_check:

@@ -11,7 +11,9 @@ On top of them the shim
   ``--host-ip 127.0.0.1`` keeps a local job on loopback;
 * runs COMMAND with this environment's absolute Python (a leading ``python``/``python3`` becomes
   ``sys.executable``: the ssh launcher does not forward PATH), passes every argument literally, and starts it
-  through ``tools/remote_guard.py`` so that it dies with its launcher or its ssh connection;
+  through ``dpn_mxnet/launcher/remote_guard.py`` so that it dies with its launcher or its ssh connection;
+* holds the scheduler's port from its choice to the end of the job (a lock file per port, see ``hold_port``), so
+  that jobs started at the same time on one machine never pick the same port;
 * checks every hostfile line (``host`` or ``host:port``; blank lines and ``#`` comments are skipped) with a
   non-interactive ssh before anything starts;
 * supervises every process of the job (``tools.supervisor``): the first non-zero exit prints one line naming the
@@ -20,6 +22,7 @@ On top of them the shim
   ``--resume auto`` on COMMAND (replacing any --resume given), and prints one line per restart.
 """
 import argparse
+import fcntl
 import importlib.util
 import logging
 import os
@@ -29,20 +32,24 @@ import socket
 import sys
 import tempfile
 import threading
+import types
 from multiprocessing.pool import ThreadPool
 
 from dmlc_tracker import local as dmlc_local
 from dmlc_tracker import ssh as dmlc_ssh
 from dmlc_tracker import tracker as dmlc_tracker
 
-from tools import remote_guard
-from tools.ssh_hosts import HostfileError, check_hosts, read_hostfile, write_hostfile
-from tools.supervisor import Supervisor
+from dpn_mxnet.launcher import remote_guard
+from dpn_mxnet.launcher.hostfile import HostfileError, check_hosts, read_hostfile, write_hostfile
+from dpn_mxnet.launcher.supervisor import Supervisor
+from dpn_mxnet import cli
 
 PROGRAM = "launch.py"
 _ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=")
 _PYTHONS = {"python", "python3", "python%d.%d" % sys.version_info[:2]}
 _PLAIN_WORD = re.compile(r"[\w@%+=:,./-]+\Z", re.ASCII)
+SCHEDULER_PORTS = range(9091, 9999)  # where dmlc_tracker looks for the scheduler's port
+PORT_LOCKS = "/tmp/dmlc-scheduler-ports"  # shared by every launcher on this machine, whoever runs it
 
 
 class LaunchError(Exception):
@@ -51,8 +58,8 @@ class LaunchError(Exception):
 
 def build_parser():
     """The shim's own options; everything else goes to MXNet's launch.py (whose help follows ours)."""
-    parser = argparse.ArgumentParser(
-        prog=PROGRAM, add_help=False, allow_abbrev=False,
+    parser = cli.ArgumentParser(
+        prog=PROGRAM, add_help=False,
         usage="%(prog)s [--host-ip ADDR] [MXNet launch.py options, below] COMMAND...",
         description="Launch a distributed MXNet job with MXNet's launcher, repaired and supervised: the first "
                     "process that exits non-zero stops the whole job. Remote hosts need this environment and "
@@ -115,6 +122,32 @@ def resolve_host_ip(address):
     return sockaddr[0]
 
 
+def hold_port(host_ip, folder=PORT_LOCKS):
+    """The scheduler's port, held for the life of this process.
+
+    dmlc_tracker takes the first port it can bind and closes it again; the scheduler binds it seconds later, so two
+    jobs started together would take the same one. Here a port is taken only with an exclusive lock on
+    ``folder/PORT.lock`` (``flock``, released by the kernel when this launcher exits, however it ends) and when it
+    can be bound; the lock file descriptor stays open on purpose. The search runs down from the top of
+    dmlc_tracker's range, away from launchers without these locks (MXNet's own), which search up from its bottom."""
+    os.makedirs(folder, exist_ok=True)
+    try:
+        os.chmod(folder, 0o1777)  # every user's launchers share the locks
+    except PermissionError:
+        pass
+    family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
+    for port in reversed(SCHEDULER_PORTS):
+        lock = os.open(os.path.join(folder, "%d.lock" % port), os.O_RDONLY | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind(("", port))
+            return port
+        except OSError:  # locked by another launcher, or in use
+            os.close(lock)
+    raise LaunchError("no free scheduler port in %d-%d" % (SCHEDULER_PORTS[0], SCHEDULER_PORTS[-1]))
+
+
 def _load_mxnet_launcher():
     """``mxnet/tools/launch.py`` from the installed wheel, loaded by path: importing the mxnet package would load
     libmxnet into a process that only starts other processes."""
@@ -125,6 +158,7 @@ def _load_mxnet_launcher():
     module_spec = importlib.util.spec_from_file_location("mxnet_tools_launch", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
+    module.argparse = types.SimpleNamespace(**dict(vars(argparse), ArgumentParser=cli.ArgumentParser))  # no abbrevs
     return module
 
 
@@ -167,6 +201,8 @@ def _repair_and_supervise(mxnet_launch, supervisor, host_ip, scratch):
     dmlc_ssh.Pool = ThreadPool  # rsync (--sync-dst-dir) in threads, so that its failures reach the supervisor
     if host_ip != "auto":
         dmlc_tracker.get_host_ip = lambda _requested=None: host_ip
+    port = hold_port(host_ip)
+    dmlc_tracker.PSTracker.__init__.__defaults__ = (port, port + 1, None)  # port, port_end, envs: that port only
     to_dmlc = mxnet_launch.dmlc_opts
     mxnet_launch.dmlc_opts = lambda options: _prepare(options, to_dmlc(options), host_ip, scratch)
 

@@ -10,6 +10,8 @@ import argparse
 import pathlib
 import sys
 
+from dpn_mxnet import cli
+
 DEFAULT_OUT = pathlib.Path(__file__).resolve().parents[1] / "data_lists" / "imagenet1k_classes.txt"
 
 
@@ -24,8 +26,8 @@ def imagenet1k_lines():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="class index file to write")
     parser.add_argument("--check", action="store_true", help="compare with the file instead of writing it")
     args = parser.parse_args(argv)

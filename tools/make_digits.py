@@ -16,7 +16,8 @@ import pathlib
 import numpy as np
 
 from tools.make_rec import make_rec
-from train.data import DataError, check_rec
+from dpn_mxnet import cli
+from dpn_mxnet.data import DataError, check_rec
 
 VAL_EVERY = 5
 
@@ -72,8 +73,8 @@ def make_digits(out, limit=None, size=32, threads=2):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", help="output folder")
     parser.add_argument("--limit", type=int, help="keep only this many scans (default: all 1,797)")
     parser.add_argument("--size", type=int, default=32, help="image side in pixels (default: %(default)s)")

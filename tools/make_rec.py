@@ -21,7 +21,9 @@ import sys
 
 import mxnet as mx
 
-from train.data import DataError, check_rec
+from dpn_mxnet import cli
+from dpn_mxnet.checks import UsageError, check_output_folder
+from dpn_mxnet.data import DataError, check_rec
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 IMAGENET_CLASSES = REPO / "data_lists" / "imagenet1k_classes.txt"
@@ -135,14 +137,18 @@ def list_label_file(folder, label_file, classes):
 # Odd images
 
 def inspect_image(path):
-    """(reason to re-encode or None, note or None) for one image file, from its header (Pillow). Greyscale and tiny
+    """(reason to re-encode or None, note or None) for one image file: decoded by OpenCV as the record readers do
+    (an image it cannot decode is "unreadable"), its format and mode from its header (Pillow). Greyscale and tiny
     images are noted but kept: ImageRecordIter decodes them to 3 channels and resizes them like any other."""
+    import cv2
     from PIL import Image
+    if cv2.imread(str(path), cv2.IMREAD_COLOR) is None:
+        return "unreadable: OpenCV cannot decode it", None
     try:
         with Image.open(path) as image:
             fmt, mode, (width, height) = image.format, image.mode, image.size
-    except Exception as err:  # Pillow raises several types for unreadable files
-        return "unreadable: %s" % str(err).splitlines()[0], None
+    except Exception as err:  # Pillow raises several types for files it does not know
+        return "a format Pillow does not read (%s)" % str(err).splitlines()[0], None
     expected = IMAGE_EXTS[pathlib.Path(path).suffix.lower()]
     reasons = []
     if fmt != expected:
@@ -180,7 +186,9 @@ def fix_odd_images(root, items, converted_dir, threads):
         findings = pool.map(_inspect, [(root, name) for name, _ in items], chunksize=256)
     unreadable = [name for (name, _), (reason, _) in zip(items, findings) if reason and reason.startswith("unreadable")]
     if unreadable:
-        raise DataError("%s: %d unreadable image file(s), e.g. %s" % (root, len(unreadable), unreadable[0]))
+        raise DataError("%s: %d unreadable image file(s) (OpenCV cannot decode them): %s%s"
+                        % (root, len(unreadable), ", ".join(unreadable[:3]),
+                           " and %d more" % (len(unreadable) - 3) if len(unreadable) > 3 else ""))
     fixed, report = [], []
     for (name, label), (reason, note) in zip(items, findings):
         if reason:
@@ -275,8 +283,8 @@ def make_rec(data, out, classes=IMAGENET_CLASSES, val_labels=None, train_labels=
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", help="folder with train/ and/or val/")
     parser.add_argument("out", help="output folder for train.{lst,rec,idx} and val.{lst,rec,idx}")
     parser.add_argument("--classes", default=str(IMAGENET_CLASSES),
@@ -294,9 +302,10 @@ def main(argv=None):
     if args.val_resize < 0 or args.num_thread < 1:
         parser.error("--val-resize must be >= 0 and --num-thread >= 1")
     try:
+        check_output_folder(args.out, "output folder", create=True)
         make_rec(args.data, args.out, args.classes, args.val_labels, args.train_labels, args.num_thread,
                  args.val_resize, args.seed)
-    except DataError as err:
+    except (DataError, UsageError) as err:
         parser.exit(2, "error: %s\n" % err)
 
 

@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
-from train import checkpoint  # noqa: E402
+from dpn_mxnet import checkpoint, cli  # noqa: E402
 
 
 def rate_steps(summaries):
@@ -56,8 +56,8 @@ def plot(summaries, out, title):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("metrics", help="P-metrics.jsonl written by train/train_imagenet.py beside its checkpoints")
     parser.add_argument("-o", "--out", help="PNG to write (default: the metrics file's name with .png)")
     args = parser.parse_args()

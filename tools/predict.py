@@ -17,13 +17,14 @@ import numpy as np
 import symbols
 from symbols.cpu_fast import CHOICES, select_variant
 from tools.make_rec import IMAGENET_CLASSES, read_class_table
-from train import checkpoint, data, devices
-from train.evaluation import inference_module
+from dpn_mxnet import checkpoint, cli, data, devices
+from dpn_mxnet.checks import check_devices
+from dpn_mxnet.evaluation import inference_module
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, BMP, ...)")
     parser.add_argument("--prefix", required=True, help="checkpoint prefix, e.g. models/dpn92 for dpn92-0000.params")
     parser.add_argument("--epoch", type=int, default=0, help="checkpoint epoch")
@@ -39,10 +40,17 @@ def parse_args(argv=None):
                              "graph as released)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
+    parser.add_argument("--bad-records", default="stop", choices=data.BAD_RECORDS,
+                        help="image files that cannot be decoded: stop with their name, or skip them")
     args = parser.parse_args(argv)
     for flag in ("size", "resize", "top", "batch_size"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             parser.error("--%s must be positive, got %d" % (flag.replace("_", "-"), getattr(args, flag)))
+    try:
+        args.contexts = devices.contexts(args.gpus)
+        check_devices(args.contexts)
+    except ValueError as err:
+        parser.error(str(err))
     return args
 
 
@@ -71,29 +79,52 @@ def predictor(args, ckpt, spec, ctx, batch, size):
 
 
 def predict(args):
-    """[(image path, [(probability, class id, class name), ...] best first)] for every image."""
+    """([(image path, [(probability, class id, class name), ...] best first)] for every image, [report of each
+    image skipped as undecodable])."""
     ckpt = checkpoint.load(args.prefix, args.epoch)
     spec = checkpoint.model_spec(ckpt, args.model)
     size = args.size or spec.train_size
     table = class_table(args.classes, spec.num_classes)
-    ctx = devices.contexts(args.gpus)
+    ctx = args.contexts
     step = args.batch_size * len(ctx)
+    skipped = []
+
+    def skip(error):
+        if args.bad_records == "stop":
+            raise error
+        print("skipping %s" % error, file=sys.stderr)
+        skipped.append(str(error))
+
+    paths = []
+    for path in args.images:  # before any work: a first look at every file
+        try:
+            data.check_image_file(path)
+            paths.append(path)
+        except data.UndecodableImage as error:
+            skip(error)
     forward = predictor(args, ckpt, spec, ctx, step, size)
     results = []
-    for start in range(0, len(args.images), step):
-        paths = args.images[start:start + step]
-        images = [data.load_image(p, size, args.resize) for p in paths]
+    for start in range(0, len(paths), step):
+        loaded = []
+        for path in paths[start:start + step]:
+            try:
+                loaded.append((path, data.load_image(path, size, args.resize)))
+            except data.UndecodableImage as error:
+                skip(error)
+        if not loaded:
+            continue
+        names, images = zip(*loaded)
         padding = [images[0]] * (step - len(images))  # the module is bound for full batches
-        for path, row in zip(paths, forward(mx.nd.concat(*images, *padding, dim=0))):
+        for path, row in zip(names, forward(mx.nd.concat(*images, *padding, dim=0))):
             best = np.argsort(-row)[:args.top]
             results.append((path, [(float(row[k]), *table[k]) for k in best]))
-    return results
+    return results, skipped
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        results = predict(args)
+        results, skipped = predict(args)
     except (checkpoint.CheckpointError, data.DataError, ValueError) as err:
         sys.exit("error: %s" % err)
     for path, top in results:
@@ -102,6 +133,9 @@ def main(argv=None):
                                                      for p, class_id, name in top]}))
         else:
             print("%s: %s" % (path, "; ".join("%.3f %s (%s)" % entry for entry in top)))
+    if skipped:
+        print("skipped %d undecodable image files (--bad-records skip; each named above)" % len(skipped),
+              file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -12,17 +12,19 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 
 import mxnet as mx
 import numpy as np
 
 import symbols
-from train import checkpoint, data
+from dpn_mxnet import checkpoint, cli, data
+from dpn_mxnet.checks import UsageError, check_output_folder
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--prefix", required=True, help="checkpoint prefix")
     parser.add_argument("--epoch", type=int, required=True, help="checkpoint epoch")
     parser.add_argument("--model", help="network (default: read from the checkpoint)")
@@ -32,6 +34,9 @@ def parse_args(argv=None):
     parser.add_argument("--size", type=int, help="image size (default: the training size)")
     parser.add_argument("--data-nthreads", type=int, default=4, help="decode threads")
     parser.add_argument("--out-prefix", help="where to save (default: <prefix>-bnrefined)")
+    parser.add_argument("--bad-records", default="stop", choices=data.BAD_RECORDS,
+                        help="records whose image cannot be decoded: stop with their name, or skip them (read "
+                             "from a copy of the .rec without them, written to a temporary folder)")
     args = parser.parse_args(argv)
     if args.batches <= 0 or args.batch_size <= 0:
         parser.error("--batches and --batch-size must be positive")
@@ -84,20 +89,27 @@ def refine(symbol, arg_params, batches, num_batches):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        ckpt = checkpoint.load(args.prefix, args.epoch)
-        spec = checkpoint.model_spec(ckpt, args.model)
-        size = args.size or spec.train_size
-        data.check_rec(args.data_train, spec.num_classes)
-        batches = data.val_iter(args.data_train, args.batch_size, size, threads=args.data_nthreads)
-        symbol = symbols.get_symbol(spec.network, spec.num_classes, spec.classifier, size)
-        aux_params, used = refine(symbol, ckpt.arg_params, batches, args.batches)
-    except (checkpoint.CheckpointError, data.DataError, ValueError) as err:
-        sys.exit("error: %s" % err)
     out_prefix = args.out_prefix or args.prefix + "-bnrefined"
-    checkpoint.save(out_prefix, args.epoch, symbol, ckpt.arg_params, aux_params)
-    if ckpt.info:
-        checkpoint.save_model_info(out_prefix, ckpt.info)
+    try:
+        check_output_folder(os.path.dirname(os.path.abspath(out_prefix)), "--out-prefix")
+        with tempfile.TemporaryDirectory(prefix="refine-") as scratch:
+            ckpt = checkpoint.load(args.prefix, args.epoch)
+            spec = checkpoint.model_spec(ckpt, args.model)
+            size = args.size or spec.train_size
+            rec, skipped = data.readable_rec(args.data_train, spec.num_classes, args.bad_records, scratch)
+            for report in skipped:
+                print("skipping %s" % report, file=sys.stderr)
+            batches = data.val_iter(rec, args.batch_size, size, threads=args.data_nthreads)
+            symbol = symbols.get_symbol(spec.network, spec.num_classes, spec.classifier, size)
+            aux_params, used = refine(symbol, ckpt.arg_params, batches, args.batches)
+        checkpoint.save(out_prefix, args.epoch, symbol, ckpt.arg_params, aux_params)
+        if ckpt.info:
+            checkpoint.save_model_info(out_prefix, ckpt.info)
+    except (checkpoint.CheckpointError, data.DataError, UsageError) as err:
+        sys.exit("error: %s" % err)
+    if skipped:
+        print("skipped %d undecodable records of %s (--bad-records skip; each named above)"
+              % (len(skipped), args.data_train), file=sys.stderr)
     print(json.dumps({"saved": checkpoint.params_path(out_prefix, args.epoch), "batches": used,
                       "images": used * args.batch_size, "batchnorms": len(aux_params) // 2}))
 

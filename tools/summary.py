@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 import symbols
-from train import checkpoint
+from dpn_mxnet import checkpoint, cli
 
 MIB = 2.0 ** 20
 
@@ -53,8 +53,8 @@ def summarize(network, num_classes=1000):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--num-classes", type=int, default=1000, help="classifier width")
     parser.add_argument("--json", action="store_true", help="print one JSON object per model instead of a table")
     args = parser.parse_args()

@@ -6,25 +6,29 @@
 import argparse
 import logging
 import os
+import socket
 import statistics
 import sys
+import tempfile
+import traceback
 
 import mxnet as mx
 
 import symbols
 from symbols.cpu_fast import CHOICES, select_variant
-from tools import bench_common
-from tools.supervisor import announce_rank
-from train import checkpoint, data, devices, recipe
-from train.fit import fit, learning_rate_schedule, master_weights, train_step
+from dpn_mxnet import benchmarking
+from dpn_mxnet.launcher.supervisor import announce_rank
+from dpn_mxnet import checkpoint, cli, data, devices, recipe
+from dpn_mxnet.checks import UsageError, check_devices, check_launched, check_output_folder, check_positive, describe_error
+from dpn_mxnet.fit import fit, learning_rate_schedule, master_weights, train_step
 
 # The paper's rate: 0.316 (sqrt 0.1) for a global batch of 1280, scaled linearly to the actual global batch.
 REFERENCE_LR, REFERENCE_BATCH = 0.316, 1280
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     model = parser.add_argument_group("model")
     model.add_argument("--network", default="dpn92",
                        help="one of %s, or a JSON DPN configuration" % ", ".join(symbols.VARIANTS))
@@ -42,6 +46,9 @@ def parse_args(argv=None):
     io.add_argument("--data-train", help="training .rec (its .idx beside it)")
     io.add_argument("--data-val", help="validation .rec (its .idx beside it); empty = no validation")
     io.add_argument("--data-nthreads", type=int, default=4, help="decode threads per iterator")
+    io.add_argument("--bad-records", default="stop", choices=data.BAD_RECORDS,
+                    help="records whose image cannot be decoded: stop with their name, or skip them (training "
+                         "then reads a copy of the .rec without them, written to a temporary folder)")
     io.add_argument("--aug", default="stock", choices=data.AUGMENTATIONS,
                     help="stock: MXNet's ImageRecordIter augmenters; fork: the crop geometry of the authors' fork "
                          "(see data_lists/README.md)")
@@ -99,10 +106,10 @@ def parse_args(argv=None):
         parser.error("--lr-steps: expected comma-separated epochs, got %r" % args.lr_steps)
     args.name = args.network if args.network in symbols.VARIANTS else "dpn-custom"
     args.model_prefix = args.model_prefix or os.path.join("checkpoints", args.name)
-    args.begin_epoch = 0 if args.benchmark else resume_epoch(args)
     try:
+        args.begin_epoch = 0 if args.benchmark else resume_epoch(args)
         apply_recipe(args, given)
-    except recipe.RecipeError as err:
+    except (UsageError, recipe.RecipeError) as err:
         parser.error(str(err))
 
     try:
@@ -111,13 +118,9 @@ def parse_args(argv=None):
         symbols.check_image_size(args.config, args.image_size)
     except ValueError as err:
         parser.error("--network/--num-classes/--image-size: %s" % err)
-    try:
-        args.contexts = devices.contexts(args.gpus)
-        args.variant = select_variant(args.cpu_fast, args.contexts, args.dtype)
-    except ValueError as err:
-        parser.error(str(err))
     args.name = args.network if args.network in symbols.VARIANTS else "dpn-custom"
-    args.batch_size = args.batch_size or symbols.DEFAULT_BATCH.get(args.network, 32)
+    if args.batch_size is None:
+        args.batch_size = symbols.DEFAULT_BATCH.get(args.network, 32)
     args.kv_store = args.kv_store or ("device" if args.gpus else "local")
     if args.batch_size <= 0 or args.num_epochs <= 0 or args.save_period <= 0:
         parser.error("--batch-size, --num-epochs and --save-period must be positive")
@@ -125,13 +128,28 @@ def parse_args(argv=None):
         parser.error("--keep-last and --keep-every must be 0 or more")
     if not args.benchmark and not args.data_train:
         parser.error("--data-train is required (or --benchmark for synthetic data)")
+    try:
+        check_positive("--lr", args.lr)
+        args.contexts = devices.contexts(args.gpus)
+        check_devices(args.contexts, args.dtype)
+        args.variant = select_variant(args.cpu_fast, args.contexts, args.dtype)
+        check_launched(args.kv_store)
+    except ValueError as err:
+        parser.error(str(err))
+    if not args.benchmark:
+        try:
+            check_output_folder(os.path.dirname(os.path.abspath(args.model_prefix)), "--model-prefix", create=True)
+            if args.log_file:
+                check_output_folder(os.path.dirname(os.path.abspath(args.log_file)), "--log-file", create=True)
+        except UsageError as err:
+            parser.exit(1, "error: %s\n" % err)
     return args
 
 
 # The flags that decide a run's result: its recipe, saved with every checkpoint and restored on --resume.
 RECIPE_FLAGS = ("network", "num_classes", "classifier", "image_size", "dtype", "cpu_fast", "data_train", "data_val",
                 "aug", "min_area", "max_area", "aspect", "hsl", "no_mirror", "kv_store", "batch_size", "lr",
-                "lr_steps", "lr_factor", "warmup_epochs", "mom", "wd", "seed", "pretrained")
+                "lr_steps", "lr_factor", "warmup_epochs", "mom", "wd", "seed", "pretrained", "bad_records")
 
 
 def apply_recipe(args, given):
@@ -165,7 +183,7 @@ def resume_epoch(args):
     try:
         return int(args.resume)
     except ValueError:
-        sys.exit("--resume: expected 'auto' or an epoch number, got %r" % args.resume)
+        raise UsageError("--resume: expected 'auto' or an epoch number, got %r" % args.resume) from None
 
 
 def initial_params(args, symbol, data_shape, begin_epoch, logger):
@@ -177,11 +195,10 @@ def initial_params(args, symbol, data_shape, begin_epoch, logger):
         logger.info("resuming from %s", checkpoint.params_path(args.model_prefix, begin_epoch))
         return saved.arg_params, saved.aux_params
     if args.pretrained:
-        arg_params, aux_params, skipped = checkpoint.fitting_subset(
-            symbol, *checkpoint.load_params(args.pretrained), data_shape)
-        logger.info("initial weights from %s: %d tensors, left to the initializer: %s", args.pretrained,
-                    len(arg_params) + len(aux_params), ", ".join(skipped) or "none")
-        return arg_params, aux_params
+        classifier = args.classifier or symbols.default_classifier(args.config, args.num_classes)
+        weights = checkpoint.pretrained_subset(args.pretrained, symbol, classifier, data_shape, args.name)
+        logger.info("initial weights from %s: %s", args.pretrained, weights.summary)
+        return weights.arg_params, weights.aux_params
     return None, None
 
 
@@ -196,6 +213,24 @@ def setup_logging(args, rank):
         handler.setFormatter(logging.Formatter(fmt))
         logging.getLogger().addHandler(handler)
     return logger
+
+
+def readable_data(args, kv, scratch, logger):
+    """Check the .rec files (labels, record heads, image signatures) and, with --bad-records skip, switch to copies
+    without the undecodable records; returns the reports of the skipped records."""
+    skipped = []
+    # every record head of the training set: once per job is enough, unless every worker must leave out the same
+    # records
+    check_train = args.data_train and not args.benchmark and (kv.rank == 0 or args.bad_records == "skip")
+    for flag, check in (("data_val", bool(args.data_val)), ("data_train", check_train)):
+        if check:
+            rec, reports = data.readable_rec(getattr(args, flag), args.num_classes, args.bad_records,
+                                             tempfile.mkdtemp(dir=scratch))
+            for report in reports:
+                logger.warning("skipping %s", report)
+            setattr(args, flag, rec)
+            skipped += reports
+    return skipped
 
 
 def training_batches(args, kv, ctx, data_shape):
@@ -216,10 +251,51 @@ def training_batches(args, kv, ctx, data_shape):
 
 
 def main(argv=None):
+    """Train; any error ends this process at once with one line (see ``end_on_error``)."""
     args = parse_args(argv)
+    process = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="train-") as scratch:
+            train(args, scratch, process)
+    except BaseException as error:
+        end_on_error(error, process.get("name"))
+
+
+def end_on_error(error, name=None):
+    """Print one line naming this process (``name``, e.g. its kvstore rank) and the cause, then exit 1 at once.
+
+    ``os._exit`` skips the destructor of a dist kvstore, which waits in a barrier for every other process of the
+    job: they are waiting for this one, so a normal exit would hang the job; the launcher stops the others.
+    Unexpected error types (bugs) print their traceback first.
+    """
+    if isinstance(error, SystemExit) and error.code in (None, 0):
+        status, cause = 0, None
+    elif isinstance(error, SystemExit):
+        status, cause = error.code if isinstance(error.code, int) else 1, error.code
+        cause = None if isinstance(cause, int) else str(cause)
+    elif isinstance(error, KeyboardInterrupt):
+        status, cause = 130, "interrupted"
+    else:
+        expected = (data.DataError, checkpoint.CheckpointError, UsageError, OSError, mx.base.MXNetError)
+        if not isinstance(error, expected):
+            traceback.print_exception(error)
+        status, cause = 1, describe_error(error)
+    if cause:
+        cause = cause[len("error: "):] if cause.startswith("error: ") else cause
+        print("error: %s%s" % ("%s: " % name if name else "", cause), file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def train(args, scratch, process):
+    """The training run; ``process["name"]`` is set to this worker's kvstore rank and host once known."""
     kv = mx.kv.create(args.kv_store)
     if "dist" in args.kv_store:
         announce_rank(kv)
+        process["name"] = "worker rank %d of %d on %s" % (kv.rank, kv.num_workers,
+                                                          os.environ.get("DMLC_NODE_HOST") or socket.gethostname())
     logger = setup_logging(args, kv.rank)
     for note in args.recipe_notes:
         logger.info("%s", note)
@@ -232,26 +308,23 @@ def main(argv=None):
     exact = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.image_size)
     begin_epoch = args.begin_epoch
 
-    try:
-        if args.data_val:
-            data.check_rec(args.data_val, args.num_classes)
-        if args.data_train and kv.rank == 0:  # every record head of the training set: once per job is enough
-            data.check_rec(args.data_train, args.num_classes)
-        train_batches, per_epoch = training_batches(args, kv, ctx, data_shape)
-        val_batches = (data.val_iter(args.data_val, data_shape[0], args.image_size, threads=args.data_nthreads)
-                       if args.data_val and kv.rank == 0 and not args.benchmark else None)
-        arg_params, aux_params = initial_params(args, exact, data_shape, begin_epoch, logger)
-    except (data.DataError, checkpoint.CheckpointError) as err:
-        sys.exit("error: %s" % err)
+    if kv.rank == 0 and not args.benchmark:
+        removed = checkpoint.remove_stale_temporaries(args.model_prefix)
+        if removed:
+            logger.info("removed %d temporary files of interrupted checkpoint writes under %s", removed,
+                        args.model_prefix)
+    flags = {name: getattr(args, name) for name in RECIPE_FLAGS}  # the data paths as given, not skipping copies
+    skipped = readable_data(args, kv, scratch, logger)
+    train_batches, per_epoch = training_batches(args, kv, ctx, data_shape)
+    val_batches = (data.val_iter(args.data_val, data_shape[0], args.image_size, threads=args.data_nthreads)
+                   if args.data_val and kv.rank == 0 and not args.benchmark else None)
+    arg_params, aux_params = initial_params(args, exact, data_shape, begin_epoch, logger)
 
     global_batch = data_shape[0] * (kv.num_workers if "dist" in args.kv_store else 1)
     if args.lr is None:
         args.lr = REFERENCE_LR * global_batch / REFERENCE_BATCH
-    run_recipe = recipe.make({name: getattr(args, name) for name in RECIPE_FLAGS}, kv.num_workers, len(ctx))
-    try:
-        check_world(args, run_recipe, logger)
-    except recipe.RecipeError as err:
-        sys.exit("error: %s" % err)
+    run_recipe = recipe.make(dict(flags, lr=args.lr), kv.num_workers, len(ctx))
+    check_world(args, run_recipe, logger)
     base_lr = args.lr
     schedule = learning_rate_schedule(base_lr, per_epoch, args.lr_steps, args.lr_factor, args.warmup_epochs)
     logger.info("%s: %d classes, %dx%d, batch %d per device x %d devices x %d workers, lr %.5g, %d batches/epoch",
@@ -303,18 +376,20 @@ def main(argv=None):
         checkpoint.write_metrics(args.model_prefix, through=begin_epoch)  # a resumed run replaces what followed
     fit(module, train_batches, val_batches, begin_epoch, args.num_epochs, save, args.disp_batches,
         lr_of=(lambda epochs: schedule(epochs * per_epoch)) if schedule else (lambda epochs: base_lr), logger=logger)
+    if skipped:
+        logger.warning("skipped %d undecodable records (--bad-records skip; each named above)", len(skipped))
 
 
 def check_world(args, run_recipe, logger):
     """The resumed checkpoint's world size and devices per worker against this run's (a change alters the global
-    batch and the data shards): a RecipeError, or logged with --allow-recipe-change."""
+    batch and the data shards): a UsageError, or logged with --allow-recipe-change."""
     if not args.begin_epoch or args.base_recipe is None:
         return
     for key in ("world_size", "devices"):
         old, new = args.base_recipe.get(key), run_recipe[key]
         if old is not None and old != new:
             if not args.allow_recipe_change:
-                raise recipe.RecipeError("%s %d differs from the recipe of %s-%04d (%s %d); give "
+                raise UsageError("%s %d differs from the recipe of %s-%04d (%s %d); give "
                                          "--allow-recipe-change to change it"
                                          % (key, new, args.model_prefix, args.begin_epoch, key, old))
             logger.info("recipe of %s-%04d, changed: %s: %d -> %d", args.model_prefix, args.begin_epoch, key, old, new)
@@ -322,7 +397,7 @@ def check_world(args, run_recipe, logger):
 
 def benchmark(args, ctx, module, batch):
     """Time training steps on one synthetic batch; print a row in the columns of the authors' speed table."""
-    images_per_second = batch.data[0].shape[0] / statistics.median(bench_common.step_times(
+    images_per_second = batch.data[0].shape[0] / statistics.median(benchmarking.step_times(
         lambda: train_step(module, batch, wait=True), warmup=2, repeats=args.benchmark_batches))
     print("| model | batch/device | devices | kvstore | memory (MiB) | img/s |")
     print("|---|---:|---:|---|---:|---:|")

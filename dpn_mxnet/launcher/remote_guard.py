@@ -6,10 +6,13 @@ The launcher starts every process of a distributed job through this guard, with 
 writes. The pipe closes when the launcher closes it on purpose (it is stopping the job), when the launcher dies, or,
 for a process started over ssh, when the ssh connection goes away: in every case the guard sends SIGTERM to its
 process group (the command and whatever it started), then SIGKILL after ``GRACE_S``. SIGTERM, SIGHUP or SIGINT sent
-to the guard does the same. The command itself gets /dev/null as stdin.
+to the guard does the same. The command itself gets /dev/null as stdin, and the kernel kills it if the guard
+dies (``PR_SET_PDEATHSIG``), so that nothing is orphaned when the guard itself is killed.
 
 Exit status: the command's, or 128+N when the command was killed by signal N (the shell's convention).
 """
+import ctypes
+import functools
 import os
 import select
 import signal
@@ -17,6 +20,7 @@ import subprocess
 import sys
 
 GRACE_S = 3.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _stop_group(command):
@@ -30,11 +34,19 @@ def _stop_group(command):
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
+def _die_with(guard):
+    """Run in the command's process before it starts: the kernel SIGKILLs it when the guard dies, even by SIGKILL
+    (the process group is then left without the guard that would stop it)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != guard:  # the guard died before prctl
+        os._exit(128 + signal.SIGKILL)
+
+
 def main(argv):
     if not argv:
         sys.exit("usage: remote_guard.py COMMAND [ARG...]")
     try:
-        command = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        command = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=functools.partial(_die_with, os.getpid()))
     except OSError as error:
         sys.exit("remote_guard.py: cannot run %s: %s" % (argv[0], error.strerror))
     signalled = []

@@ -3,7 +3,8 @@
 ``Supervisor`` stands in for the ``subprocess`` module inside ``dmlc_tracker`` (``call`` and ``check_call`` are all
 the tracker uses). Every command the tracker starts (scheduler, servers, workers, local or over ssh) runs in its own
 session with a pipe on stdin, and its output is relayed line by line behind a ``[role rank@host]`` prefix. The first
-non-zero exit prints one line naming the process and its exit status, then the job is stopped: every stdin pipe is
+non-zero exit prints one line naming the process, its exit status and its last line on stderr (the cause it
+printed, e.g. ``error: ...``), then the job is stopped: every stdin pipe is
 closed (``tools.remote_guard`` then stops the process, here or at the far end of an ssh connection) and whatever is
 still running after ``STOP_GRACE_S`` is killed with its process group.
 
@@ -22,6 +23,8 @@ RANK_MARKER = "@launch: kvstore rank"
 STOP_GRACE_S = 10.0       # remote_guard gives its command 3 s after SIGTERM; ssh needs a little more
 FINISH_TIMEOUT_S = 30.0   # how long processes may outlive the scheduler at the normal end of a job
 DRAIN_S = 2.0             # how long to wait for the last output of a process that has exited
+SETTLE_S = 1.0            # failures this close together are one event, named after its likely cause
+_ROLE_ORDER = {"worker": 0, "server": 1, "scheduler": 2}
 
 _SSH_ROLE = re.compile(r"export DMLC_ROLE=(\w+);")
 _SSH_HOST = re.compile(r"export DMLC_NODE_HOST=(\S+);")
@@ -42,6 +45,13 @@ def describe_exit(returncode):
     if returncode > 128 and _signal_name(returncode - 128):
         return "exit code %d (killed by %s)" % (returncode, _signal_name(returncode - 128))
     return "exit code %d" % returncode
+
+
+def _killed_from_outside(returncode):
+    """Whether an exit status means a kill by SIGKILL, SIGTERM, SIGINT or SIGHUP (then its last words are not the
+    cause), directly or as 128+N."""
+    number = -returncode if returncode < 0 else returncode - 128
+    return number in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def _signal_name(number):
@@ -71,6 +81,8 @@ class JobProcess:
     def __init__(self, popen, role, host):
         self.popen, self.role, self.host = popen, role, host
         self.rank = None
+        self.returncode = self.exited = None
+        self.last_error = None  # its last line on stderr: what it said before failing
         self.relays = []
         self.handled = threading.Event()  # set once its exit status has been acted upon
 
@@ -94,6 +106,7 @@ class Supervisor:
         self.program = program
         self.failure = None
         self._processes = []
+        self._failures = []
         self._lock = threading.Lock()
         self._output_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -107,15 +120,31 @@ class Supervisor:
     def call(self, args, shell=False, executable=None, env=None, **_ignored):
         """``subprocess.call`` for the tracker: run, relay, wait. After a failure it never returns (see ``_park``)."""
         process = self._start(args, shell, executable, env)
-        returncode = process.popen.wait()
+        returncode = process.returncode = process.popen.wait()
+        process.exited = time.monotonic()
         for relay in process.relays:
             relay.join(DRAIN_S)
         if returncode != 0:
-            self.stop("%s failed: %s" % (process.name, describe_exit(returncode)))
+            with self._lock:
+                self._failures.append(process)
+            time.sleep(SETTLE_S)
+            self.stop(self._cause())
         process.handled.set()
         if self.stopping:
             self._park()
         return returncode
+
+    def _cause(self):
+        """The failure line for the failures so far. One failure brings down its peers within moments (ps-lite
+        aborts a scheduler or server whose peer is gone), so the likely cause comes first: a process killed from
+        outside or exiting with an error of its own before one that aborted, a worker before a server before the
+        scheduler, then the first to exit."""
+        with self._lock:
+            process = min(self._failures, key=lambda p: (
+                not (_killed_from_outside(p.returncode) or 0 < p.returncode <= 128),
+                _ROLE_ORDER.get(p.role, len(_ROLE_ORDER)), p.exited))
+        said = process.last_error if not _killed_from_outside(process.returncode) else None
+        return "%s failed: %s%s" % (process.name, describe_exit(process.returncode), ": " + said if said else "")
 
     # A non-zero exit stops the job and never returns, so check_call has nothing left to raise.
     check_call = call
@@ -144,12 +173,11 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 pass
         for process in processes:
-            if process.popen.poll() is None:
-                try:
-                    os.killpg(process.popen.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.popen.wait()
+            try:  # the whole group, also where its leader (the guard) is gone but what it started is not
+                os.killpg(process.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.popen.wait()
         self._stopped.set()
 
     def finish(self, timeout=FINISH_TIMEOUT_S):
@@ -177,16 +205,19 @@ class Supervisor:
         if stopping:
             self._park()
         for stream, sink in ((popen.stdout, sys.stdout.buffer), (popen.stderr, sys.stderr.buffer)):
-            relay = threading.Thread(target=self._relay, args=(process, stream, sink), daemon=True)
+            relay = threading.Thread(target=self._relay, args=(process, stream, sink, stream is popen.stderr),
+                                     daemon=True)
             relay.start()
             process.relays.append(relay)
         return process
 
-    def _relay(self, process, stream, sink):
+    def _relay(self, process, stream, sink, errors):
         for line in iter(stream.readline, b""):
             marker = _MARKER.match(line)
             if marker:
                 process.rank = int(marker.group(1))
+            if errors and line.strip():
+                process.last_error = line.decode(errors="replace").strip()
             with self._output_lock:
                 try:
                     sink.write(process.prefix + line.rstrip(b"\n") + b"\n")

@@ -9,11 +9,14 @@ import difflib
 import math
 import os
 import re
+import shutil
 import struct
 import threading
 
 import mxnet as mx
 import numpy as np
+
+from .checks import describe_error
 
 MEAN_RGB = (124, 117, 104)
 SCALE = 0.0167
@@ -32,6 +35,14 @@ class DataError(ValueError):
     """A data file or data option that cannot be used; the message is one line naming the file or option."""
 
 
+class UndecodableImage(DataError):
+    """An image that cannot be decoded: an image file, or the record whose IRHeader id is ``record_id``."""
+
+    def __init__(self, message, record_id=None):
+        super().__init__(message)
+        self.record_id = record_id
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Record files
 
@@ -47,7 +58,8 @@ def rec_paths(rec):
 
 
 def _read_offsets(rec):
-    """Record offsets from the .idx (sorted, as MXNet reads them); the last record must lie inside the .rec."""
+    """Record offsets from the .idx (sorted, as MXNet reads them); the first and last records must lie inside the
+    .rec, which must be a RecordIO file."""
     rec, idx = rec_paths(rec)
     offsets = []
     with open(idx) as lines:
@@ -61,22 +73,31 @@ def _read_offsets(rec):
     offsets.sort()
     size = os.path.getsize(rec)
     with open(rec, "rb") as stream:
-        _record_head(stream, rec, offsets[-1], size)
+        start = stream.read(_RECORD_HEAD.size)
+        if len(start) < _RECORD_HEAD.size or _RECORD_HEAD.unpack(start)[0] != _RECORD_MAGIC:
+            raise DataError("%s: not a RecordIO file (it does not start with a record; expected the .rec that "
+                            "im2rec writes)" % rec)
+        if offsets[-1] >= size:
+            raise DataError("%s: truncated or not the file of its index: %s lists a record at byte %d, after the "
+                            "end of the file (%d bytes)" % (rec, idx, offsets[-1], size))
+        for offset in (offsets[0], offsets[-1]):
+            _record_head(stream, rec, offset, size, idx)
     return offsets, size
 
 
-def _record_head(stream, rec, offset, size):
+def _record_head(stream, rec, offset, size, idx):
     """The first bytes of the record at ``offset`` after checking its RecordIO header and length."""
     stream.seek(offset)
     head = stream.read(_RECORD_HEAD.size + mx.recordio._IR_SIZE)
     magic, length = _RECORD_HEAD.unpack_from(head) if len(head) >= _RECORD_HEAD.size else (None, 0)
     length &= (1 << 29) - 1
     if len(head) >= _RECORD_HEAD.size and magic != _RECORD_MAGIC:
-        raise DataError("%s: corrupt: no record starts at byte %d (listed in the .idx)" % (rec, offset))
+        raise DataError("%s: corrupt: no record starts at byte %d (listed in %s; is it the index of another "
+                        ".rec?)" % (rec, offset, os.path.basename(idx)))
     if offset + _RECORD_HEAD.size + max(length, mx.recordio._IR_SIZE) > size:
         raise DataError("%s: truncated: the record at byte %d ends after the end of the file (%d bytes)"
                         % (rec, offset, size))
-    return head
+    return head, length
 
 
 def num_records(rec):
@@ -84,16 +105,41 @@ def num_records(rec):
     return len(_read_offsets(rec)[0])
 
 
-def _headers(rec, offsets, size):
-    """(offset, IRHeader, first label) of every record, reading only the record heads (no image bytes; about one
-    4 KB page per record, e.g. 5 GB of reads for ImageNet's 1.28 M training records)."""
+# The first bytes of the image formats that OpenCV decodes (and im2rec or OpenCV write): (offset, bytes).
+_IMAGE_SIGNATURES = (
+    (0, b"\xff\xd8\xff"),                                    # JPEG
+    (0, b"\x89PNG\r\n\x1a\n"),                               # PNG
+    (0, b"BM"),                                              # BMP
+    (0, b"II*\x00"), (0, b"MM\x00*"),                        # TIFF
+    (8, b"WEBP"),                                            # WebP (in a RIFF container)
+    (0, b"\x00\x00\x00\x0cjP  \r\n\x87\n"), (0, b"\xffO\xffQ"),  # JPEG 2000 file, codestream
+    (0, b"\x59\xa6\x6a\x95"),                                # Sun raster
+    (0, b"\x76\x2f\x31\x01"),                                # OpenEXR
+    (0, b"#?RADIANCE"), (0, b"#?RGBE"),                      # Radiance HDR
+    (0, b"PF\n"), (0, b"Pf\n"),                              # PFM
+)
+_PNM_SIGNATURE = re.compile(rb"P[1-7]\s")                    # PBM, PGM, PPM, PAM
+SIGNATURE_BYTES = 12
+
+
+def is_image_signature(head):
+    """Whether the first bytes of an encoded image belong to a format OpenCV decodes."""
+    return (any(head[at:at + len(magic)] == magic for at, magic in _IMAGE_SIGNATURES)
+            or bool(_PNM_SIGNATURE.match(head)))
+
+
+def _headers(rec, offsets, size, idx):
+    """(offset, IRHeader, first label, first bytes of the image) of every record, reading only the record heads
+    (no image bytes; about one 4 KB page per record, e.g. 5 GB of reads for ImageNet's 1.28 M training records)."""
     with open(rec, "rb") as stream:
         os.posix_fadvise(stream.fileno(), 0, 0, os.POSIX_FADV_RANDOM)  # no read-ahead of the image bytes
         for offset in offsets:
-            head = _record_head(stream, rec, offset, size)
+            head, length = _record_head(stream, rec, offset, size, idx)
             flag = struct.unpack_from(mx.recordio._IR_FORMAT, head, _RECORD_HEAD.size)[0]
-            header, _ = mx.recordio.unpack(head[_RECORD_HEAD.size:] + stream.read(4 * flag))
-            yield offset, header, float(header.label if flag == 0 else header.label[0])
+            rest = stream.read(4 * flag + SIGNATURE_BYTES)
+            header, _ = mx.recordio.unpack(head[_RECORD_HEAD.size:] + rest[:4 * flag])
+            image = rest[4 * flag:max(4 * flag, length - mx.recordio._IR_SIZE)]
+            yield offset, header, float(header.label if flag == 0 else header.label[0]), image
 
 
 def keys_in_file_order(rec):
@@ -109,18 +155,83 @@ def keys_in_file_order(rec):
 def read_labels(rec):
     """Labels of all records in file order (one read of each record head, no decoding)."""
     offsets, size = _read_offsets(rec)
-    return [label for _, _, label in _headers(rec, offsets, size)]
+    return [label for _, _, label, _ in _headers(rec, offsets, size, rec_paths(rec)[1])]
 
 
-def check_rec(rec, num_classes=None):
-    """Check a .rec/.idx pair: both present, index non-empty and inside the file, every record head intact and,
-    with ``num_classes``, every label an integer in [0, num_classes). Returns the number of records."""
+def undecodable(rec, record_id, offset):
+    """The one-line report of a record whose image cannot be decoded, naming its source file where the .lst that
+    im2rec packed from lies beside the .rec."""
+    source = _source_file(rec, record_id)
+    return "%s: record id %d (byte %d%s) is not a decodable image" % (
+        rec, record_id, offset, ", source file %s from the .lst beside it" % source if source else "")
+
+
+def _source_file(rec, record_id):
+    try:
+        with open(os.path.splitext(rec)[0] + ".lst") as lines:
+            for line in lines:
+                fields = line.rstrip("\n").split("\t")
+                if len(fields) >= 3 and fields[0].strip() == str(record_id):
+                    return fields[-1]
+    except OSError:
+        pass
+    return None
+
+
+def _scan(rec, num_classes, stop):
+    """(number of records, [(offset, report)] of the records whose image bytes no decoder recognises); with
+    ``stop`` the first such record raises. Labels outside [0, num_classes) always raise."""
     offsets, size = _read_offsets(rec)
-    for offset, header, label in _headers(rec, offsets, size):
+    idx = rec_paths(rec)[1]
+    bad = []
+    for offset, header, label, image in _headers(rec, offsets, size, idx):
         if num_classes is not None and not (label.is_integer() and 0 <= label < num_classes):
             raise DataError("%s: record id %d (byte %d) has label %g, expected an integer in [0, %d) "
                             "for %d classes" % (rec, header.id, offset, label, num_classes, num_classes))
-    return len(offsets)
+        if not is_image_signature(image):
+            if stop:
+                raise DataError(undecodable(rec, header.id, offset))
+            bad.append((offset, undecodable(rec, header.id, offset)))
+    return len(offsets), bad
+
+
+def check_rec(rec, num_classes=None):
+    """Check a .rec/.idx pair: both present, index non-empty and inside the file, every record head intact, every
+    record's image bytes starting like an image and, with ``num_classes``, every label an integer in
+    [0, num_classes). Returns the number of records."""
+    return _scan(os.fspath(rec), num_classes, stop=True)[0]
+
+
+BAD_RECORDS = ("stop", "skip")
+
+
+def readable_rec(rec, num_classes, bad_records, scratch):
+    """(.rec to read, [report of each skipped record]) after ``check_rec``: with ``bad_records`` "stop" the first
+    undecodable record raises; with "skip" they are left out of a copy written into the folder ``scratch`` (the
+    readers, MXNet's included, then never see them; a .rec without such records is used as it is)."""
+    if bad_records not in BAD_RECORDS:
+        raise DataError("bad_records must be one of %s, got %r" % (", ".join(BAD_RECORDS), bad_records))
+    rec = os.fspath(rec)
+    _, bad = _scan(rec, num_classes, stop=bad_records == "stop")
+    if not bad:
+        return rec, []
+    return _copy_without(rec, {offset for offset, _ in bad}, scratch), [report for _, report in bad]
+
+
+def _copy_without(rec, offsets, folder):
+    """A copy of ``rec`` (and its .idx, .lst) in ``folder`` without the records at ``offsets``."""
+    rec, idx = rec_paths(rec)
+    stem = os.path.join(folder, os.path.splitext(os.path.basename(rec))[0])
+    reader = mx.recordio.MXIndexedRecordIO(idx, rec, "r")
+    writer = mx.recordio.MXIndexedRecordIO(stem + ".idx", stem + ".rec", "w")
+    for key in sorted(reader.keys, key=reader.idx.get):
+        if reader.idx[key] not in offsets:
+            writer.write_idx(key, reader.read_idx(key))
+    reader.close()
+    writer.close()
+    if os.path.isfile(os.path.splitext(rec)[0] + ".lst"):
+        shutil.copyfile(os.path.splitext(rec)[0] + ".lst", stem + ".lst")
+    return stem + ".rec"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -143,8 +254,7 @@ def record_iter(**kwargs):
     try:
         return mx.io.ImageRecordIter(**kwargs)
     except mx.base.MXNetError as err:
-        lines = [line for line in str(err).splitlines() if line.strip() and not line.startswith(("  ", "Stack"))]
-        raise DataError("ImageRecordIter(%s): %s" % (kwargs.get("path_imgrec"), lines[-1] if lines else err)) from None
+        raise DataError("ImageRecordIter(%s): %s" % (kwargs.get("path_imgrec"), describe_error(err))) from None
 
 
 def record_iter_threads():
@@ -341,7 +451,7 @@ class ForkAugmenter:
         header, encoded = mx.recordio.unpack(record)
         image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
-            raise DataError("record id %d: the image cannot be decoded" % header.id)
+            raise UndecodableImage("record id %d is not a decodable image" % header.id, header.id)
         left, top, width, height = self.window(*image.shape[:2], rng)
         crop = cv2.resize(image[top:top + height, left:left + width], (self.size, self.size),
                           interpolation=cv2.INTER_CUBIC)
@@ -389,7 +499,7 @@ class ThreadedRecordIter(mx.io.DataIter):
     def __init__(self, rec, keys, transform, batch_size, image_size, threads):
         super().__init__(batch_size)
         rec, idx = rec_paths(rec)
-        self._reader, self._lock = mx.recordio.MXIndexedRecordIO(idx, rec, "r"), threading.Lock()
+        self._rec, self._reader, self._lock = rec, mx.recordio.MXIndexedRecordIO(idx, rec, "r"), threading.Lock()
         self._keys, self._transform, self._key = list(keys), transform, None
         self._workers = concurrent.futures.ThreadPoolExecutor(threads)
         self._pending, self._order, self._queued = collections.deque(), [], 0
@@ -399,7 +509,10 @@ class ThreadedRecordIter(mx.io.DataIter):
     def _sample(self, key, rng):
         with self._lock:
             record = self._reader.read_idx(key)
-        return self._transform(record, rng)
+        try:
+            return self._transform(record, rng)
+        except UndecodableImage as error:
+            raise DataError(undecodable(self._rec, error.record_id, self._reader.idx[key])) from None
 
     def _queue_batch(self):
         start = self._queued * self.batch_size
@@ -500,7 +613,8 @@ class TenCropIter(mx.io.DataIter):
             raise DataError("10-crop needs 1 <= image_size <= resize, got image_size %d, resize %d"
                             % (image_size, resize))
         rec, idx = rec_paths(rec)
-        self._keys, self._records, self._size, self._resize = keys_in_file_order(rec), batch_size, image_size, resize
+        self._rec, self._keys = rec, keys_in_file_order(rec)
+        self._records, self._size, self._resize = batch_size, image_size, resize
         self._record = mx.recordio.MXIndexedRecordIO(idx, rec, "r")
         self._next = 0
         self.provide_data = [mx.io.DataDesc("data", (self.batch_size, 3, image_size, image_size))]
@@ -512,7 +626,11 @@ class TenCropIter(mx.io.DataIter):
     def _crops(self, key):
         from gluoncv.data.transforms.image import ten_crop
         header, encoded = mx.recordio.unpack(self._record.read_idx(key))
-        image = mx.image.resize_short(mx.image.imdecode(encoded), self._resize, interp=BICUBIC)
+        try:
+            image = mx.image.imdecode(encoded)
+        except mx.base.MXNetError:
+            raise DataError(undecodable(self._rec, header.id, self._record.idx[key])) from None
+        image = mx.image.resize_short(image, self._resize, interp=BICUBIC)
         crops = ten_crop(image, (self._size, self._size)).astype("float32")
         crops = (crops - mx.nd.array(MEAN_RGB).reshape((1, 1, 1, 3))) * SCALE
         label = header.label if header.flag == 0 else header.label[0]
@@ -541,15 +659,27 @@ def ten_crop_iter(rec, batch_size, image_size, resize):
 # ---------------------------------------------------------------------------------------------------------------
 # Single image files (tools/predict.py)
 
+def check_image_file(path):
+    """Raise DataError for a missing file, UndecodableImage for one whose first bytes are no image format."""
+    if not os.path.isfile(path):
+        raise DataError("%s: no such image file" % path)
+    with open(path, "rb") as head:
+        if not is_image_signature(head.read(SIGNATURE_BYTES)):
+            raise UndecodableImage(_not_an_image(path))
+
+
+def _not_an_image(path):
+    return "%s: not an image MXNet can decode (JPEG, PNG, BMP, ...)" % path
+
+
 def load_image(path, image_size, resize=None):
     """An image file as a (1, 3, S, S) batch under the validation protocol: short side resized (bicubic) to
     ``resize`` (default ``image_size``), centre ``image_size`` crop, RGB, (pixel - MEAN_RGB) * SCALE."""
-    if not os.path.isfile(path):
-        raise DataError("%s: no such image file" % path)
+    check_image_file(path)
     try:
         image = mx.image.imread(path)  # RGB, HWC, uint8
     except mx.base.MXNetError:
-        raise DataError("%s: not an image MXNet can decode (JPEG, PNG, BMP, ...)" % path) from None
+        raise UndecodableImage(_not_an_image(path)) from None
     image = mx.image.resize_short(image, resize or image_size, interp=BICUBIC)
     image, _ = mx.image.center_crop(image, (image_size, image_size))
     normalised = (image.astype("float32") - mx.nd.array(MEAN_RGB)) * SCALE

@@ -17,7 +17,9 @@ import mxnet as mx
 import numpy as np
 
 import symbols
-from train.recipe import load as read_recipe
+from dpn_mxnet.recipe import load as read_recipe
+
+from .checks import describe_error
 
 
 class CheckpointError(ValueError):
@@ -48,15 +50,45 @@ def metrics_path(prefix):
     return "%s-metrics.jsonl" % prefix
 
 
+_TEMPORARY = re.compile(r"\.tmp-(\d+)$")
+
+
 def atomic_write(path, write):
     """Call ``write(tmp)`` then rename tmp to ``path``: readers see the old file or the whole new one."""
     tmp = "%s.tmp-%d" % (path, os.getpid())
     try:
         write(tmp)
         os.replace(tmp, path)
+    except (OSError, mx.base.MXNetError) as error:  # e.g. a full disk
+        raise CheckpointError("%s: cannot write it: %s" % (path, describe_error(error))) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def remove_stale_temporaries(prefix):
+    """Delete the temporaries (``P-*.tmp-PID``) that ``atomic_write`` left when its process was killed: those of
+    PIDs no longer alive on this machine. Returns how many were removed."""
+    removed = 0
+    for path in glob.glob(glob.escape(prefix) + "-*.tmp-*"):
+        match = _TEMPORARY.search(path)
+        if match and not _alive(int(match.group(1))):
+            try:
+                os.remove(path)
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def save_model_info(prefix, info):
@@ -242,6 +274,54 @@ def fitting_subset(symbol, arg_params, aux_params, data_shape):
     skipped = sorted(n for n, v in list(arg_params.items()) + list(aux_params.items()) if not fits(n, v))
     return ({n: v for n, v in arg_params.items() if fits(n, v)},
             {n: v for n, v in aux_params.items() if fits(n, v)}, skipped)
+
+
+@dataclass
+class Pretrained:
+    arg_params: dict
+    aux_params: dict
+    summary: str        # one line: what was loaded, what is left to the initializer, what of the file is unused
+
+
+def pretrained_subset(path, symbol, classifier, data_shape, network):
+    """The tensors of the parameter file ``path`` that fit ``symbol`` (the network ``network``, classifier layer
+    ``classifier``). Every tensor of the feature extractor (all but the classifier's) must be among them, or
+    CheckpointError names the file and the network its tensors belong to; another classifier is left to the
+    initializer (fine-tuning), which the summary says."""
+    arg_params, aux_params = load_params(path)
+    args, aux, unused = fitting_subset(symbol, arg_params, aux_params, data_shape)
+    arg_shapes, aux_shapes = parameter_shapes(symbol, data_shape)
+    head = {classifier + "_weight", classifier + "_bias"}
+    features = [n for n in list(arg_shapes) + list(aux_shapes) if n not in head]
+    missing = [n for n in features if n not in args and n not in aux]
+    if missing:
+        raise CheckpointError("--pretrained %s: fits %d of the %d feature tensors of %s (e.g. %s is missing or of "
+                              "another shape); its tensors are those of %s"
+                              % (path, len(features) - len(missing), len(features), network, missing[0],
+                                 _what_network(arg_params, aux_params)))
+    initialised = sorted(n for n in arg_shapes if n not in args)
+    summary = "%d of the network's %d tensors; left to the initializer: %s; unused in the file: %s" % (
+        len(args) + len(aux), len(arg_shapes) + len(aux_shapes), _few(initialised), _few(unused))
+    return Pretrained(args, aux, summary)
+
+
+def _few(names, shown=4):
+    """'a, b, c, d and 7 more' (or 'none')."""
+    if not names:
+        return "none"
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (" and %d more" % more if more > 0 else "")
+
+
+def _what_network(arg_params, aux_params):
+    """What a parameter set seems to be: 'dpn68 with 1000 classes (classifier fc6)', or why that is unknown."""
+    try:
+        classifier = classifier_name(arg_params)
+        classes = arg_params[classifier + "_weight"].shape[0]
+        variant = identify_variant(Checkpoint(arg_params, aux_params), classifier, classes)
+        return "%s with %d classes (classifier %s)" % (variant, classes, classifier)
+    except CheckpointError:
+        return "no DPN variant of %s" % ", ".join(symbols.VARIANTS)
 
 
 @dataclass

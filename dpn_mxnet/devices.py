@@ -4,7 +4,7 @@ import os
 
 import mxnet as mx
 
-from tools import bench_common
+from dpn_mxnet import benchmarking
 
 # Test hook: with an empty --gpus, this many CPU contexts (mx.cpu(0), mx.cpu(1), ...) stand in for several GPUs,
 # so that the multi-device path (data split over contexts, kvstore local or device) runs on a CPU-only machine.
@@ -33,4 +33,4 @@ def peak_memory_mb(ctx):
     the peak), or this process's peak resident memory on CPUs."""
     if ctx[0].device_type == "gpu":
         return max((total - free) / 2 ** 20 for free, total in (mx.context.gpu_memory_info(c.device_id) for c in ctx))
-    return bench_common.peak_memory_mb()
+    return benchmarking.peak_memory_mb()

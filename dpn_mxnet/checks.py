@@ -1,0 +1,81 @@
+"""Checks that every entry point runs before any work starts, and one-line descriptions of errors.
+
+Each check raises ``UsageError`` with one line naming the flag or file and what was expected; entry points turn it
+into ``parser.error`` (exit status 2) or ``error: ...`` (exit status 1).
+"""
+import math
+import os
+import tempfile
+
+import mxnet as mx
+
+# What the launcher (tools/launch.py, through dmlc_tracker) sets for every process of a distributed job.
+LAUNCHER_ENVIRONMENT = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_WORKER", "DMLC_NUM_SERVER")
+
+
+class UsageError(ValueError):
+    """A flag value or output path that cannot work; the message is one line."""
+
+
+def cuda_available():
+    """Whether this MXNet build has CUDA and sees at least one GPU."""
+    return mx.runtime.Features().is_enabled("CUDA") and mx.context.num_gpus() > 0
+
+
+def check_devices(contexts, dtype="float32", flag="--gpus"):
+    """GPU contexts need a CUDA build with GPUs; float16 needs GPUs (MXNet's CPU operators lack it)."""
+    gpu_ids = [c.device_id for c in contexts if c.device_type == "gpu"]
+    if gpu_ids and not cuda_available():
+        built = "has no CUDA support (CPU build)" if not mx.runtime.Features().is_enabled("CUDA") else "sees no GPU"
+        raise UsageError("%s %s: this MXNet %s; leave %s empty to run on the CPU"
+                         % (flag, ",".join(map(str, gpu_ids)), built, flag))
+    if gpu_ids and max(gpu_ids) >= mx.context.num_gpus():
+        raise UsageError("%s: GPU %d does not exist (%d GPUs visible)" % (flag, max(gpu_ids), mx.context.num_gpus()))
+    if dtype == "float16" and not gpu_ids:
+        raise UsageError("--dtype float16 needs GPUs (--gpus): MXNet's CPU operators do not train in half precision")
+
+
+def check_launched(kv_store):
+    """A dist kvstore needs the environment that tools/launch.py gives every process of the job."""
+    missing = [name for name in LAUNCHER_ENVIRONMENT if name not in os.environ]
+    if kv_store.startswith("dist") and missing:
+        raise UsageError("--kv-store %s: not started by tools/launch.py (%s not set); run it as "
+                         "python tools/launch.py -n N ... python train/train_imagenet.py --kv-store %s ..."
+                         % (kv_store, missing[0], kv_store))
+
+
+def check_positive(flag, value):
+    """``value`` is a finite number > 0 (None passes: the flag was not given)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise UsageError("%s must be a finite number > 0, got %s" % (flag, value))
+    return value
+
+
+def check_output_folder(path, what, create=False):
+    """The folder ``path`` exists (or, with ``create``, can be made) and accepts a new file; returns ``path``."""
+    path = os.path.abspath(path or ".")
+    if create:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as error:
+            raise UsageError("%s: cannot create the folder %s (%s)" % (what, path, error.strerror)) from None
+    if not os.path.isdir(path):
+        raise UsageError("%s: %s is not an existing folder" % (what, path))
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise UsageError("%s: cannot write in %s (%s)" % (what, path, error.strerror)) from None
+    return path
+
+
+def describe_error(error):
+    """One line for any exception: MXNet's C++ errors shortened to their message (no stack trace)."""
+    if isinstance(error, mx.base.MXNetError):
+        lines = [line for line in str(error).splitlines()
+                 if line.strip() and not line.startswith(("  ", "Stack", "Traceback"))]
+        return " ".join(lines[-1].split()) if lines else type(error).__name__
+    text = " ".join(str(error).split())
+    if isinstance(error, (OSError, ValueError)) and text:  # ours (DataError, CheckpointError, ...) included
+        return text
+    return "%s: %s" % (type(error).__name__, text) if text else type(error).__name__
