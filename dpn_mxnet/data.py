@@ -3,15 +3,12 @@
 
 Every iterator yields float32 NCHW batches, RGB, normalised as (pixel - MEAN_RGB) * SCALE.
 """
-import collections
-import concurrent.futures
 import difflib
 import math
 import os
 import re
 import shutil
 import struct
-import threading
 
 import mxnet as mx
 import numpy as np
@@ -311,9 +308,9 @@ def train_iter(rec, batch_size, image_size, num_parts=1, part_index=0, batches_p
     normalisation. A new ImageRecordIter serves each pass, its shuffle ``seed`` and ``seed_aug`` drawn from
     ``pass_key``; MXNet reseeds the augmentation of every record with ``seed_aug`` + its slot in the batch, so
     within one pass the slots of every batch repeat their draws (docs/determinism.md).
-    aug="fork": the crop geometry of the authors' fork (see ``ForkAugmenter``), decoded by OpenCV in ``threads``
-    worker threads (``ThreadedRecordIter``; threads, not processes: forking a process that already runs MXNet and
-    OpenCV threads can hang the children), the same parts; every sample draws from its own generator.
+    aug="fork": the crop geometry of the authors' fork (see ``ForkAugmenter``), computed in ``threads`` worker
+    threads (``fork_pipeline.ForkRecordIter``; threads, not processes: forking a process that already runs MXNet
+    and OpenCV threads can hang the children), the same parts; every sample draws from its own generator.
     With ``batches_per_epoch`` an epoch has exactly that many batches, else one pass over the part.
     """
     if aug not in AUGMENTATIONS:
@@ -344,7 +341,8 @@ def train_iter(rec, batch_size, image_size, num_parts=1, part_index=0, batches_p
     else:
         augmenter = ForkAugmenter(image_size, min_area, max_area, aspect, hsl, mirror)
         keys = keys_in_file_order(rec)[part_index * shard[0]:][:shard[part_index]]
-        threaded = ThreadedRecordIter(rec, keys, augmenter, batch_size, image_size, threads)
+        from dpn_mxnet.fork_pipeline import ForkRecordIter  # it imports this module
+        threaded = ForkRecordIter(rec, keys, augmenter, batch_size, image_size, threads)
 
         def new_pass(key):
             threaded.start(key)
@@ -404,8 +402,9 @@ class EpochBatches(mx.io.DataIter):
 
 
 class ForkAugmenter:
-    """The training transform of the authors' MXNet fork (``aug_torch`` + their iterator's mirror and
-    normalisation), from a raw record to (float32 3 x S x S, label); images are decoded by OpenCV as 3-channel BGR.
+    """The random draws of the training transform of the authors' MXNet fork (``aug_torch`` + their iterator's
+    mirror and normalisation) on images decoded as OpenCV does (3-channel BGR); ``fork_pipeline`` computes the
+    pixels:
 
     1. aspect: r = lo + (hi - lo)(u1 + u2)/2 (triangular); width and height are scaled by 1.1/r and 1.1 r,
        swapped with probability 1/2, giving W' = ceil(1.1 W / r), H' = ceil(1.1 H r);
@@ -446,25 +445,12 @@ class ForkAugmenter:
         (left, width), (top, height) = box
         return left, top, width, height
 
-    def __call__(self, record, rng):
-        import cv2
-        header, encoded = mx.recordio.unpack(record)
-        image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise UndecodableImage("record id %d is not a decodable image" % header.id, header.id)
-        left, top, width, height = self.window(*image.shape[:2], rng)
-        crop = cv2.resize(image[top:top + height, left:left + width], (self.size, self.size),
-                          interpolation=cv2.INTER_CUBIC)
-        if any(self.hsl):
-            crop = hsl_jitter(crop, [int((rng.random() + 4 * rng.random()) / 5 * 2 * m - m) for m in self.hsl])
-        if self.mirror and rng.random() < 0.5:
-            crop = cv2.flip(crop, 1)
-        data = np.empty((3, self.size, self.size), np.float32)
-        for plane, mean, out in zip(cv2.split(crop)[::-1], MEAN_RGB, data):  # RGB planes, (x - mean) in float32
-            cv2.subtract(plane, float(mean), dst=out, dtype=cv2.CV_32F)
-        data *= np.float32(SCALE)
-        label = header.label if header.flag == 0 else header.label[0]
-        return data, np.float32(label)
+    def draw(self, rows, cols, rng):
+        """All random draws of one sample of a ``rows`` x ``cols`` image, in order: the crop window (left, top,
+        width, height), the HSL offsets [dH, dS, dL] (None when ``hsl`` is all zero: no jitter) and the mirror."""
+        window = self.window(rows, cols, rng)
+        offsets = [int((rng.random() + 4 * rng.random()) / 5 * 2 * m - m) for m in self.hsl] if any(self.hsl) else None
+        return window, offsets, self.mirror and rng.random() < 0.5
 
 
 def hsl_jitter(bgr, offsets):
@@ -487,64 +473,6 @@ def sample_rng(key, position):
 def pass_order(keys, key):
     """The shuffled order of ``keys`` in the pass ``key`` (``pass_key``)."""
     return np.random.default_rng(key).permutation(keys).tolist()
-
-
-class ThreadedRecordIter(mx.io.DataIter):
-    """One pass of batches of ``transform(raw record, rng)`` over ``keys`` of a .rec at a time, computed by
-    ``threads`` worker threads (OpenCV releases the GIL) one batch ahead: ``start(key)`` begins the pass
-    ``key`` (``pass_key``), in the order ``pass_order(keys, key)``, each sample with ``sample_rng(key, position)``.
-    A pass has ceil(len(keys) / batch) batches; the last one is completed from the start of the pass (``pad``
-    rows, as ImageRecordIter's round_batch)."""
-
-    def __init__(self, rec, keys, transform, batch_size, image_size, threads):
-        super().__init__(batch_size)
-        rec, idx = rec_paths(rec)
-        self._rec, self._reader, self._lock = rec, mx.recordio.MXIndexedRecordIO(idx, rec, "r"), threading.Lock()
-        self._keys, self._transform, self._key = list(keys), transform, None
-        self._workers = concurrent.futures.ThreadPoolExecutor(threads)
-        self._pending, self._order, self._queued = collections.deque(), [], 0
-        self.provide_data = [mx.io.DataDesc("data", (batch_size, 3, image_size, image_size))]
-        self.provide_label = [mx.io.DataDesc("softmax_label", (batch_size,))]
-
-    def _sample(self, key, rng):
-        with self._lock:
-            record = self._reader.read_idx(key)
-        try:
-            return self._transform(record, rng)
-        except UndecodableImage as error:
-            raise DataError(undecodable(self._rec, error.record_id, self._reader.idx[key])) from None
-
-    def _queue_batch(self):
-        start = self._queued * self.batch_size
-        if start >= len(self._order):
-            return
-        positions = range(start, start + self.batch_size)
-        pad = max(0, start + self.batch_size - len(self._order))
-        self._pending.append(([self._workers.submit(self._sample, self._order[p % len(self._order)],
-                                                    sample_rng(self._key, p)) for p in positions], pad))
-        self._queued += 1
-
-    def start(self, key):
-        for futures, _ in self._pending:
-            for future in futures:
-                future.cancel()
-        self._pending.clear()
-        self._key, self._order, self._queued = key, pass_order(self._keys, key), 0
-        self._queue_batch()
-
-    def reset(self):
-        self.start(self._key)
-
-    def next(self):
-        if not self._pending:
-            raise StopIteration
-        futures, pad = self._pending.popleft()
-        self._queue_batch()
-        samples = [future.result() for future in futures]
-        data = np.stack([data for data, _ in samples])
-        label = mx.nd.array([label for _, label in samples])
-        return mx.io.DataBatch([mx.nd.from_numpy(data)], [label], pad=pad, provide_data=self.provide_data,
-                               provide_label=self.provide_label)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import mxnet as mx
 import numpy as np
 
 import symbols
+from .arrangement_policy import bind_settings
 
 
 @dataclass
@@ -20,12 +21,15 @@ class Scores:
         return self.count / self.seconds if self.seconds else float("nan")
 
 
-def inference_module(symbol, contexts, data_shapes, label_shapes, arg_params, aux_params):
-    """A Module of ``symbol`` bound for inference with these parameters (extra ones are ignored), the convolution
-    weights that the graph computes from them computed once (``symbols.precompute_weights``)."""
+def inference_module(symbol, contexts, data_shapes, label_shapes, arg_params, aux_params,
+                     arrangement=symbols.AUTHORS):
+    """A Module of ``symbol``, a graph in ``arrangement``, bound for inference with these parameters (extra ones
+    are ignored): the convolution weights that the graph computes from them computed once
+    (``symbols.precompute_weights``), the arrangement's binding settings in force while it binds."""
     symbol, arg_params = symbols.precompute_weights(symbol, arg_params)
     module = mx.mod.Module(symbol, context=contexts, label_names=[name for name, _ in label_shapes or []])
-    module.bind(data_shapes=data_shapes, label_shapes=label_shapes, for_training=False)
+    with bind_settings(arrangement):
+        module.bind(data_shapes=data_shapes, label_shapes=label_shapes, for_training=False)
     module.set_params(arg_params, aux_params, allow_extra=True)
     return module
 

@@ -1,42 +1,23 @@
-"""DPN graphs as MXNet symbols, node for node the authors' (same ops, attributes, names and input order).
+"""DPN graphs as MXNet symbols, in any arrangement (symbols/arrangement.py).
 
-``features`` is the authors' ``get_before_pool``; ``get_symbol`` adds their training head. With
-``cpu_fast=True`` (or ``"lean"``) they build the CPU variant of ``symbols.cpu_fast`` instead: the same
-parameters and function, arranged for oneDNN's fast kernels.
+``features`` builds every graph the project binds (``logits`` and ``get_symbol`` add the training and inference
+heads, ``symbols.meanmax`` the test graph's, ``symbols.gluon`` wraps ``logits`` in a block). With every switch
+off it is the authors' ``get_before_pool`` node for node (same ops, attributes, names and input order); each
+switch replaces one construct with the oneDNN trick of ``symbols.cpu_fast`` of the same name, with the same
+parameters and function.
 """
+import contextlib
+
 import mxnet as mx
 
+from .arrangement import AUTHORS
 from .config import default_classifier, resolve
+from .cpu_fast import (BLOCK, Tensor, concat, conv, conv_widened, conv_width, grouped_conv, plain, stacked_rows,
+                       weight_rows)
 
 STEM_STRIDE = 2
 POOL_STRIDE = 2
 BN_SETTINGS = {"fix_gamma": False, "momentum": 0.9}  # the authors' BatchNorm (MXNet's default eps, 1e-3)
-
-
-def _batchnorm(data, name):
-    return mx.sym.BatchNorm(data=data, name=name, **BN_SETTINGS)
-
-
-def _conv(data, name, num_filter, kernel, stride=1, groups=1):
-    return mx.sym.Convolution(data=data, num_filter=num_filter, kernel=(kernel, kernel), stride=(stride, stride),
-                              pad=(kernel // 2, kernel // 2), num_group=groups, no_bias=True, name=name + "__conv")
-
-
-def _bn_relu(data, name):
-    """The authors' BN_AC unit: BatchNorm ``N__bn``, ReLU ``N__relu``."""
-    return mx.sym.Activation(data=_batchnorm(data, name + "__bn"), act_type="relu", name=name + "__relu")
-
-
-def _bn_relu_conv(data, name, num_filter, kernel, stride=1, groups=1):
-    """The authors' pre-activation BN_AC_Conv unit: ``N__bn__bn``, ``N__ac__relu``, ``N__conv``."""
-    act = mx.sym.Activation(data=_batchnorm(data, name + "__bn__bn"), act_type="relu", name=name + "__ac__relu")
-    return _conv(act, name, num_filter, kernel, stride, groups)
-
-
-def _split(data, name, width, total):
-    first = mx.sym.slice_axis(data=data, axis=1, begin=0, end=width, name=name + "-split1")
-    second = mx.sym.slice_axis(data=data, axis=1, begin=width, end=total, name=name + "-split2")
-    return first, second
 
 
 def units(cfg):
@@ -58,48 +39,156 @@ def final_name(cfg):
     return "conv%d_x_x" % (len(cfg.k_sec) + 1)
 
 
-def dual_path_unit(data, name, r, bw, inc, groups, kind, split_c=False):
-    """One DualPath block; ``data`` is a tensor (first block) or a [residual, dense] pair.
+def _bn_relu(x, prefix, arrangement, fuse=False, conv_unit=True):
+    """The authors' BN-ReLU ``prefix``: BatchNorm ``P__bn__bn`` and ReLU ``P__ac__relu`` in their BN_AC_Conv unit
+    (``conv_unit``), ``P__bn`` and ``P__relu`` in their BN_AC unit. With ``fuse``, on blocked input, one
+    BatchNormWithReLU named as the BatchNorm; other arrangements than the authors' name a separate ReLU so too,
+    with ``_relu`` added."""
+    bn_name, relu_name = (prefix + "__bn__bn", prefix + "__ac__relu") if conv_unit else (prefix + "__bn",
+                                                                                        prefix + "__relu")
+    if fuse and x.blocked:
+        return x._replace(sym=mx.sym.contrib.BatchNormWithReLU(data=x.sym, name=bn_name, **BN_SETTINGS))
+    if arrangement != AUTHORS:
+        relu_name = bn_name + "_relu"
+    out = mx.sym.Activation(data=mx.sym.BatchNorm(data=x.sym, name=bn_name, **BN_SETTINGS), act_type="relu",
+                            name=relu_name)
+    return x._replace(sym=out)
 
-    ``kind`` is 'proj' (first block, stride 1), 'down' (first block of a later stage, stride 2) or 'normal'.
+
+def _fuse_after_conv(arrangement):
+    """Whether a BN-ReLU that follows a convolution is fused: not where it is left for oneDNN to fold."""
+    return arrangement.fuse_bn_relu and not arrangement.fold_for_inference
+
+
+def _row_convs(x, prefix, rows, widths, stride=1):
+    """One 1x1 convolution ``<prefix>__conv-part<i>`` per weight in ``rows``, of these widths."""
+    return [conv_width(x, "%s__conv-part%d" % (prefix, i + 1), weight, width, stride)
+            for i, (weight, width) in enumerate(zip(rows, widths))]
+
+
+def _conv_parts(x, prefix, widths, stride, arrangement):
+    """The 1x1 convolution ``prefix`` with sum(widths) outputs, in parts of these widths: its output sliced
+    (``<prefix>-split<i>``), or with split_weight_rows one convolution per part of its weight's rows."""
+    if arrangement.split_weight_rows:
+        return _row_convs(x, prefix, weight_rows(prefix, widths, x.channels), widths, stride)
+    out = conv(x, prefix + "__conv", sum(widths), stride=stride)
+    bounds = [(sum(widths[:i]), sum(widths[:i + 1])) for i in range(len(widths))]
+    return [Tensor(mx.sym.slice_axis(data=out.sym, axis=1, begin=begin, end=end, name="%s-split%d" % (prefix, i + 1)),
+                   end - begin, False) for i, (begin, end) in enumerate(bounds)]
+
+
+def _bottleneck(x_in, name, r, groups, stride, arrangement):
+    """The 1x1-a and grouped 3x3-b convolutions of a unit, each after its BN-ReLU.
+
+    With recompute_3x3 the backward pass recomputes the BN-ReLU-3x3 from the 1x1-a's output rather than keep the
+    ReLU's output (MXNet's mirroring, here of a convolution cheap enough to run twice; MXNet updates BN's moving
+    statistics in the backward pass, so they are still updated once per step)."""
+    a = _bn_relu(x_in, name + "_c1x1-a", arrangement, arrangement.fuse_bn_relu and r % BLOCK == 0)
+    if arrangement.widen_1x1a_input:
+        a = conv_widened(a, name + "_c1x1-a__conv", r)
+    else:
+        a = conv(a, name + "_c1x1-a__conv", r)
+    if arrangement.merge_groups and not arrangement.fold_for_inference and r % BLOCK == 0 and not a.blocked:
+        a = plain(a, name + "_c1x1-a__plain")  # 8-channel blocks would meet 16-channel gradients
+    with mx.AttrScope(force_mirroring="True") if arrangement.recompute_3x3 else contextlib.nullcontext():
+        b = _bn_relu(a, name + "_c3x3-b", arrangement, _fuse_after_conv(arrangement))
+        if arrangement.merge_groups:
+            return grouped_conv(b, name + "_c3x3-b", r, groups, stride)
+        return conv(b, name + "_c3x3-b__conv", r, 3, stride, groups)
+
+
+def _last_bn_relu(b, name, split_c, arrangement):
+    """The BN-ReLU before the last 1x1 convolution (the authors' BN_AC unit when that convolution is split)."""
+    return _bn_relu(b, name + "_c1x1-c", arrangement, _fuse_after_conv(arrangement), conv_unit=not split_c)
+
+
+def _last_rows(name, r, bw, inc, split_c):
+    """The residual and dense weight rows of the last 1x1 convolution: two parameters with ``split_c``, else
+    slices of one."""
+    if split_c:
+        return [mx.sym.var("%s_c1x1-c%d__conv_weight" % (name, i), shape=(width, r, 1, 1))
+                for i, width in ((1, bw), (2, inc))]
+    return weight_rows(name + "_c1x1-c", (bw, inc), r)
+
+
+def _last_convs(c, name, r, bw, inc, split_c, arrangement):
+    """The residual and dense outputs of the last 1x1 convolution of a unit, whose input is ``c``."""
+    if arrangement.split_weight_rows:
+        return _row_convs(c, name + "_c1x1-c", _last_rows(name, r, bw, inc, split_c), (bw, inc))
+    if split_c:
+        return [conv(c, "%s_c1x1-c%d__conv" % (name, i), width) for i, width in ((1, bw), (2, inc))]
+    return _conv_parts(c, name + "_c1x1-c", (bw, inc), 1, arrangement)
+
+
+def _unit(x, name, r, bw, inc, groups, kind, split_c, arrangement):
+    """One DualPath unit on ``x``, a [residual, dense] pair (the stem's output alone for the first unit).
+
+    ``kind`` is 'proj' (first unit, stride 1), 'down' (first unit of a later stage, stride 2) or 'normal'.
     Returns the new [residual, dense] pair.
     """
     stride = 2 if kind == "down" else 1
-    x_in = data if not isinstance(data, list) else mx.sym.Concat(*data, name=name + "_cat-input")
+    x_in = concat(x, name + "_cat-input")
     if kind == "normal":
-        residual, dense = data
+        residual, dense = x
     else:
-        proj_name = projection_name(name, kind)
-        proj = _bn_relu_conv(x_in, proj_name, bw + 2 * inc, 1, stride)
-        residual, dense = _split(proj, proj_name, bw, bw + 2 * inc)
-    a = _bn_relu_conv(x_in, name + "_c1x1-a", r, 1)
-    b = _bn_relu_conv(a, name + "_c3x3-b", r, 3, stride, groups)
-    if split_c:
-        c = _bn_relu(b, name + "_c1x1-c")
-        out_res, out_dense = _conv(c, name + "_c1x1-c1", bw, 1), _conv(c, name + "_c1x1-c2", inc, 1)
-    else:
-        c = _bn_relu_conv(b, name + "_c1x1-c", bw + inc, 1)
-        out_res, out_dense = _split(c, name + "_c1x1-c", bw, bw + inc)
-    return [mx.sym.ElementWiseSum(residual, out_res, name=name + "_sum"),
-            mx.sym.Concat(dense, out_dense, name=name + "_cat")]
+        proj = projection_name(name, kind)
+        residual, dense = _conv_parts(_bn_relu(x_in, proj, arrangement, arrangement.fuse_bn_relu), proj,
+                                      (bw, 2 * inc), stride, arrangement)
+    b = _bottleneck(x_in, name, r, groups, stride, arrangement)
+    out_res, out_dense = _last_convs(_last_bn_relu(b, name, split_c, arrangement), name, r, bw, inc, split_c,
+                                     arrangement)
+    total = mx.sym.ElementWiseSum(residual.sym, out_res.sym, name=name + "_sum")
+    return [Tensor(total, bw, residual.blocked and out_res.blocked), concat([dense, out_dense], name + "_cat")]
 
 
-def features(network="dpn92", data=None, cpu_fast=False, for_training=False):
-    """The feature map before pooling (after the final BN-ReLU): the authors' ``get_before_pool``, or with
-    ``cpu_fast`` its CPU variant (True, or "lean" for its less memory-hungry form), arranged for training or for
-    inference (``for_training``; the same function either way)."""
+def _packed_unit(x, name, r, bw, inc, groups, kind, split_c, arrangement):
+    """A unit (pack_units) on the single Tensor ``x`` = [residual | dense], which it returns for the next unit as
+    a sum: what carries over (``x`` and the new dense channels, or the projection with zero rows for them) plus
+    the last 1x1 convolution's new residual channels, padded with zero rows.
+
+    oneDNN's Concat keeps its inputs for the backward pass: ``_unit`` concatenates a new residual sum and dense path
+    that nothing else needs, this form only ``x``, which BatchNorm keeps anyway, and the few new dense channels.
+    The zero rows cost products that are thrown away."""
+    stride = 2 if kind == "down" else 1
+    width = (x.channels if kind == "normal" else bw + 2 * inc) + inc
+    b = _bottleneck(x, name, r, groups, stride, arrangement)
+    c = _last_bn_relu(b, name, split_c, arrangement)
+    res_rows, dense_rows = _last_rows(name, r, bw, inc, split_c)
+    if kind == "normal":
+        carry = concat([x, conv_width(c, name + "_c1x1-c__conv-dense", dense_rows, inc)], name + "_cat")
+        if x.channels % BLOCK:  # oneDNN cannot split a blocked gradient inside a block: hand the Concat a plain one
+            carry = plain(carry, name + "_cat__plain")
+        new_rows = [res_rows, width - bw]
+    else:
+        proj = projection_name(name, kind)
+        weight = mx.sym.var(proj + "__conv_weight", shape=(bw + 2 * inc, x.channels, 1, 1))
+        carry = conv_width(_bn_relu(x, proj, arrangement, arrangement.fuse_bn_relu), proj + "__conv",
+                           stacked_rows([weight, inc], x.channels, proj), width, stride)
+        new_rows = [res_rows, 2 * inc, dense_rows]
+    update = conv_width(c, name + "_c1x1-c__conv", stacked_rows(new_rows, r, name + "_c1x1-c"), width)
+    return Tensor(mx.sym.ElementWiseSum(carry.sym, update.sym, name=name + "_sum"), width,
+                  carry.blocked and update.blocked)
+
+
+def features(network="dpn92", data=None, arrangement=AUTHORS):
+    """The feature map before pooling (after the final BN-ReLU) of ``network`` (a name, JSON or DPNConfig) in
+    ``arrangement``: the authors' ``get_before_pool`` with every switch off."""
     cfg = resolve(network)
     data = mx.sym.var("data") if data is None else data
-    if cpu_fast:
-        from .cpu_fast import fast_features  # late: that module builds on this one's helpers
-        return fast_features(cfg, data, lean=cpu_fast == "lean", for_training=for_training)
-    stem = _conv(data, "conv1_x_1", cfg.stem_filters, cfg.stem_kernel, STEM_STRIDE)
-    x = mx.sym.Pooling(data=_bn_relu(stem, "conv1_x_1__relu-sp"), kernel=(3, 3), stride=(POOL_STRIDE,) * 2,
-                       pad=(1, 1), pool_type="max", name="pool1")
-    for name, r, bw, inc, kind in units(cfg):
-        x = dual_path_unit(x, name, r, bw, inc, cfg.groups, kind, cfg.split_c)
-    last = final_name(cfg)
-    return _bn_relu(mx.sym.Concat(*x, name=last + "_cat-final"), last + "__relu-sp")
+    stem = conv(Tensor(data, 3, False), "conv1_x_1__conv", cfg.stem_filters, cfg.stem_kernel, STEM_STRIDE)
+    stem = _bn_relu(stem, "conv1_x_1__relu-sp", arrangement, conv_unit=False)  # unfused: pooling's gradients
+    pool = mx.sym.Pooling(data=stem.sym, kernel=(3, 3), stride=(POOL_STRIDE,) * 2, pad=(1, 1), pool_type="max",
+                          name="pool1")
+    x = stem._replace(sym=pool)
+    if arrangement.pack_units:
+        for name, r, bw, inc, kind in units(cfg):
+            x = _packed_unit(x, name, r, bw, inc, cfg.groups, kind, cfg.split_c, arrangement)
+    else:
+        x = [x]
+        for name, r, bw, inc, kind in units(cfg):
+            x = _unit(x, name, r, bw, inc, cfg.groups, kind, cfg.split_c, arrangement)
+        x = concat(x, final_name(cfg) + "_cat-final")
+    return _bn_relu(x, final_name(cfg) + "__relu-sp", arrangement, conv_unit=False).sym
 
 
 def feature_channels(network):
@@ -138,24 +227,23 @@ def check_num_classes(num_classes):
                          "365 for Places365), got %r" % num_classes)
 
 
-def logits(network="dpn92", num_classes=1000, classifier=None, image_size=224, cpu_fast=False,
-           dtype="float32", for_training=False):
+def logits(network="dpn92", num_classes=1000, classifier=None, image_size=224, dtype="float32", *,
+           arrangement=AUTHORS):
     """Features, average pooling and the classifier (no softmax).
 
     At the size where the features are 7x7 (224 for the variants) the pooling is the authors' 7x7, stride 1
     ``pool5``; at any other size it is global average pooling. With ``dtype='float16'`` the network runs in half
-    precision between a cast of the input and a cast of the logits back to float32. ``cpu_fast`` selects the CPU
-    variant (float32 only): True, or "lean" (see ``symbols.cpu_fast``), arranged for training with
-    ``for_training``.
+    precision between a cast of the input and a cast of the logits back to float32 (the authors' arrangement
+    only).
     """
     check_num_classes(num_classes)
     check_image_size(network, image_size)
-    if cpu_fast and dtype != "float32":
-        raise ValueError("the CPU variant (cpu_fast) runs in float32 only, not %s" % dtype)
+    if arrangement != AUTHORS and dtype != "float32":
+        raise ValueError("arrangements other than the authors' run in float32 only, not %s" % dtype)
     data = mx.sym.var("data")
     if dtype != "float32":
         data = mx.sym.Cast(data=data, dtype=dtype, name="data_" + dtype)
-    feats = features(network, data, cpu_fast, for_training)
+    feats = features(network, data, arrangement)
     if feature_size(network, image_size) == 7:
         pooled = mx.sym.Pooling(data=feats, kernel=(7, 7), stride=(1, 1), pool_type="avg", name="pool5")
     else:
@@ -166,9 +254,8 @@ def logits(network="dpn92", num_classes=1000, classifier=None, image_size=224, c
     return out if dtype == "float32" else mx.sym.Cast(data=out, dtype="float32", name=classifier + "_float32")
 
 
-def get_symbol(network="dpn92", num_classes=1000, classifier=None, image_size=224, cpu_fast=False,
-               dtype="float32"):
-    """The authors' training graph: ``logits`` (the CPU variant arranged for training) followed by SoftmaxOutput
-    ``softmax``."""
-    return mx.sym.SoftmaxOutput(data=logits(network, num_classes, classifier, image_size, cpu_fast, dtype,
-                                            for_training=True), name="softmax")
+def get_symbol(network="dpn92", num_classes=1000, classifier=None, image_size=224, dtype="float32", *,
+               arrangement=AUTHORS):
+    """The training graph: ``logits`` followed by SoftmaxOutput ``softmax`` (the authors' graph by default)."""
+    return mx.sym.SoftmaxOutput(data=logits(network, num_classes, classifier, image_size, dtype,
+                                            arrangement=arrangement), name="softmax")

@@ -7,6 +7,7 @@ softmax. At the training size the map is 1x1 and the graph equals the training g
 """
 import mxnet as mx
 
+from .arrangement import AUTHORS
 from .config import default_classifier, resolve
 from .dpn import check_num_classes, feature_channels, feature_size, features, min_image_size
 
@@ -21,9 +22,9 @@ def min_test_size(network, train_size=224):
 
 
 def score_logits(network="dpn92", num_classes=1000, classifier=None, image_size=320, meanmax=True, train_size=224,
-                 cpu_fast=False):
-    """The (mean-max or mean) pooled class-score map of an ``image_size`` input, before softmax. ``cpu_fast``
-    computes the features with the CPU variant of the graph (``symbols.cpu_fast``; same parameters and outputs)."""
+                 *, arrangement=AUTHORS):
+    """The (mean-max or mean) pooled class-score map of an ``image_size`` input, before softmax, its features in
+    ``arrangement`` (bound for inference: an ``Arrangement.for_inference()``)."""
     check_num_classes(num_classes)
     window = feature_size(network, train_size)
     if image_size < min_test_size(network, train_size):
@@ -32,7 +33,7 @@ def score_logits(network="dpn92", num_classes=1000, classifier=None, image_size=
                                                                min_test_size(network, train_size)))
     classifier = classifier or default_classifier(resolve(network), num_classes)
     channels = feature_channels(network)
-    pooled = mx.sym.Pooling(data=features(network, cpu_fast=cpu_fast), kernel=(window, window), stride=(1, 1),
+    pooled = mx.sym.Pooling(data=features(network, arrangement=arrangement), kernel=(window, window), stride=(1, 1),
                             pool_type="avg", name="avg_pool")
     weight = mx.sym.var(classifier + "_weight", shape=(num_classes, channels))
     bias = mx.sym.var(classifier + "_bias", shape=(num_classes,))
@@ -49,7 +50,7 @@ def score_logits(network="dpn92", num_classes=1000, classifier=None, image_size=
 
 
 def score_symbol(network="dpn92", num_classes=1000, classifier=None, image_size=320, meanmax=True, train_size=224,
-                 cpu_fast=False):
+                 *, arrangement=AUTHORS):
     """Softmax over ``score_logits``: the graph test/score.py runs."""
     return mx.sym.SoftmaxOutput(data=score_logits(network, num_classes, classifier, image_size, meanmax, train_size,
-                                                  cpu_fast), name="softmax")
+                                                  arrangement=arrangement), name="softmax")

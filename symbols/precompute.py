@@ -1,7 +1,7 @@
 """Convolution weights that a graph assembles from its parameters, computed once for a graph bound for inference.
 
-The CPU variant (``symbols.cpu_fast``) builds some convolution weights inside the graph: block-diagonal merges of
-grouped weights, slices of weight rows, zero rows stacked under them. In inference they are the same at every
+The CPU arrangements (``symbols.cpu_fast``) build some convolution weights inside the graph: block-diagonal merges
+of grouped weights, slices of weight rows, zero rows stacked under them. In inference they are the same at every
 forward pass, and MXNet's oneDNN backend folds a following BatchNorm into a convolution only when its weight is a
 bound array (a computed one changes version at every pass, which makes the fused operator fold it again).
 """

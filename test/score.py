@@ -3,7 +3,9 @@
     python test/score.py --prefix models/dpn92 --epoch 0 --data-val val.rec --size 320 --meanmax
 
 The authors' protocol: short side resized to S, centre crop S x S, bicubic, (pixel - mean) x 0.0167; the
-fully-convolutional test graph (symbols.score_symbol) with mean-max pooling of the class-score map.
+fully-convolutional test graph (symbols.score_symbol) with mean-max pooling of the class-score map. On oneDNN
+CPUs the graph's CPU arrangement computes it (the same outputs to float precision); --arrangement authors runs
+the authors' graph as released.
 """
 import argparse
 import json
@@ -13,9 +15,8 @@ import tempfile
 from tqdm import tqdm
 
 import symbols
-from symbols.cpu_fast import CHOICES, select_variant
-from dpn_mxnet import checkpoint, cli, data, devices
-from dpn_mxnet.checks import UsageError, check_devices
+from dpn_mxnet import arrangement_policy, checkpoint, cli, data, devices
+from dpn_mxnet.checks import check_devices
 from dpn_mxnet.evaluation import evaluate, inference_module
 
 
@@ -34,10 +35,7 @@ def parse_args(argv=None):
                         help="average 10 crops (corners, centre, mirrored) taken from the image resized to --resize")
     parser.add_argument("--resize", type=int, help="short side before 10-crop (default: S x 256 / 224)")
     parser.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1; empty = CPU")
-    parser.add_argument("--cpu-fast", default="off", choices=list(CHOICES),
-                        help="compute the features with the CPU variant of the graph (symbols/cpu_fast.py: same "
-                             "parameters and outputs to float precision, faster with oneDNN): on, lean, auto (on "
-                             "where it helps) or off, the authors' graph as released")
+    arrangement_policy.add_argument(parser)
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch")
     parser.add_argument("--data-nthreads", type=int, default=4, help="decode threads")
     parser.add_argument("--bad-records", default="stop", choices=data.BAD_RECORDS,
@@ -58,12 +56,15 @@ def parse_args(argv=None):
 
 
 def build(args, scratch):
-    """(module bound for inference, spec, validation batches, crops per image, .rec read, skipped records)."""
+    """(module bound for inference, spec, validation batches, crops per image, .rec read, skipped records, name
+    of the arrangement)."""
     ckpt = checkpoint.load(args.prefix, args.epoch)
     spec = checkpoint.model_spec(ckpt, args.model, args.num_classes)
     ctx = args.contexts
+    name = arrangement_policy.choose(args.arrangement, ctx)
+    arrangement = symbols.ARRANGEMENTS[name].for_inference()
     symbol = symbols.score_symbol(spec.network, spec.num_classes, spec.classifier, args.size, args.meanmax,
-                                  spec.train_size, select_variant(args.cpu_fast, ctx))
+                                  spec.train_size, arrangement=arrangement)
     rec, skipped = data.readable_rec(args.data_val, spec.num_classes, args.bad_records, scratch)
     for report in skipped:
         print("skipping %s" % report, file=sys.stderr)
@@ -74,16 +75,16 @@ def build(args, scratch):
         crops = 1
         batches = data.val_iter(rec, args.batch_size, args.size, threads=args.data_nthreads)
     module = inference_module(symbol, ctx, batches.provide_data, batches.provide_label, ckpt.arg_params,
-                              ckpt.aux_params)
-    return module, spec, batches, crops, rec, skipped
+                              ckpt.aux_params, arrangement)
+    return module, spec, batches, crops, rec, skipped, name
 
 
 def main(argv=None):
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="score-") as scratch:
         try:
-            module, spec, batches, crops, rec, skipped = build(args, scratch)
-        except (checkpoint.CheckpointError, data.DataError, UsageError) as err:
+            module, spec, batches, crops, rec, skipped, arrangement = build(args, scratch)
+        except ValueError as err:  # CheckpointError, DataError, UsageError, a size the graph cannot take
             sys.exit("error: %s" % err)
         with tqdm(total=data.num_records(rec), unit="img", file=sys.stderr, disable=None) as bar:
             try:
@@ -94,17 +95,17 @@ def main(argv=None):
         print("skipped %d undecodable records of %s (--bad-records skip; each named above)"
               % (len(skipped), args.data_val), file=sys.stderr)
     row = {"model": spec.network if spec.network in symbols.VARIANTS else "custom", "size": args.size,
-           "meanmax": args.meanmax, "ten_crop": args.ten_crop, "top1_error": round(scores.top1_error, 3),
-           "top5_error": round(scores.top5_error, 3), "images": scores.count,
+           "meanmax": args.meanmax, "ten_crop": args.ten_crop, "arrangement": arrangement,
+           "top1_error": round(scores.top1_error, 3), "top5_error": round(scores.top5_error, 3), "images": scores.count,
            "images_per_second": round(scores.images_per_second, 2)}
     if args.json:
         print(json.dumps(row))
         return
-    print("| model | size | mean-max | top-1 err (%) | top-5 err (%) | images | img/s |")
-    print("|---|---:|---|---:|---:|---:|---:|")
-    print("| %s | %d | %s | %.2f | %.2f | %d | %.1f |" % (row["model"], args.size, "yes" if args.meanmax else "no",
-                                                       scores.top1_error, scores.top5_error, scores.count,
-                                                       scores.images_per_second))
+    print("| model | size | mean-max | arrangement | top-1 err (%) | top-5 err (%) | images | img/s |")
+    print("|---|---:|---|---|---:|---:|---:|---:|")
+    print("| %s | %d | %s | %s | %.2f | %.2f | %d | %.1f |" % (
+        row["model"], args.size, "yes" if args.meanmax else "no", arrangement, scores.top1_error,
+        scores.top5_error, scores.count, scores.images_per_second))
 
 
 if __name__ == "__main__":

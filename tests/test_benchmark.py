@@ -19,21 +19,22 @@ def benchmark(*args):
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
 
 
-@pytest.mark.parametrize("mode, size, option, variant", [
-    ("train", 64, "auto", "fast"), ("infer", 64, "auto", "fast"), ("infer", 64, "exact", "exact"),
-    ("score", 224, "auto", "exact"),
-    ("score", 224, "fast", "fast")])
-def test_benchmark_prints_one_json_line(mode, size, option, variant):
-    done = benchmark("--mode", mode, "--size", str(size), "--variant", option)
+@pytest.mark.parametrize("mode, size, option, arrangement", [
+    ("train", 64, "auto", "cpu"), ("infer", 64, "auto", "cpu"), ("infer", 64, "authors", "authors"),
+    ("score", 224, "auto", "cpu"),
+    ("score", 224, "authors", "authors")])
+def test_benchmark_prints_one_json_line(mode, size, option, arrangement):
+    done = benchmark("--mode", mode, "--size", str(size), "--arrangement", option)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip())
-    assert (result["mode"], result["size"], result["variant"], len(result["step_s"])) == (mode, size, variant, 2)
+    assert (result["mode"], result["size"], result["arrangement"]) == (mode, size, arrangement)
+    assert len(result["step_s"]) == 2
     assert result["img_per_s"] > 0 and result["peak_mb"] > 100  # MXNet alone takes more than 100 MB
 
 
 @pytest.mark.parametrize("args, message", [
     (["--size", "16"], "error: --size: input size 16 is too small"),
-    (["--variant", "turbo"], "invalid choice: 'turbo'"),
+    (["--arrangement", "turbo"], "invalid choice: 'turbo'"),
     (["--repeats", "0"], "--repeats must be positive")])
 def test_benchmark_rejects_bad_flags_in_one_line(args, message):
     done = benchmark(*args)
@@ -41,9 +42,9 @@ def test_benchmark_rejects_bad_flags_in_one_line(args, message):
 
 
 def test_side_by_side_cases():
-    assert parse_case("dpn92:train:16/lean") == ("dpn92", "train", 16, "lean")
+    assert parse_case("dpn92:train:16/cpu-lean") == ("dpn92", "train", 16, "cpu-lean")
     assert parse_case("dpn68:score:8") == ("dpn68", "score", 8, "")
-    assert parse_case("dpn92:score:16/fast") == ("dpn92", "score", 16, "fast")
-    for bad in ("dpn92:fit:16", "dpn92:train", "dpn92:train:x", "dpn92:train:16/mirror"):
+    assert parse_case("dpn92:score:16/authors") == ("dpn92", "score", 16, "authors")
+    for bad in ("dpn92:fit:16", "dpn92:train", "dpn92:train:x", "dpn92:train:16/lean"):
         with pytest.raises(CaseError):
             parse_case(bad)

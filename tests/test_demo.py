@@ -32,7 +32,7 @@ def test_reduced_demo_writes_everything_and_learns(tmp_path):
     assert meanmax["size"] == 40 and meanmax["meanmax"]
     assert at_training_size["images"] == meanmax["images"] == data.num_records(digits / "val.rec")
     assert at_training_size["top1_error"] < 60, "10 classes: chance is 90 % error"
-    # the same checkpoint scored by training (CPU variant of the graph) and by score.py (the authors' graph):
+    # the same checkpoint scored by training (the CPU arrangement) and by score.py (its inference form):
     # float rounding may flip a near tie, one image at most
     one_image = 100.0 / at_training_size["images"]
     assert abs(summary["last_epoch"]["val_top1_error"] - at_training_size["top1_error"]) <= one_image + 1e-3

@@ -1,6 +1,5 @@
-"""The CPU variant (cpu_fast) is the authors' network: same parameter files, outputs and gradients."""
+"""The CPU arrangements are the authors' network: same parameter files, outputs and gradients."""
 import json
-import os
 import re
 
 import mxnet as mx
@@ -8,8 +7,7 @@ import numpy as np
 import pytest
 
 import symbols
-from symbols.cpu_fast import BIND_ENVIRONMENT, select_variant, use_cpu_fast
-from dpn_mxnet import checkpoint
+from dpn_mxnet import arrangement_policy, checkpoint
 from dpn_mxnet.evaluation import inference_module
 
 # DPN-68 (4 and 8 channels per group: merged groups), DPN-68b (split last 1x1) and a DPN-92 cut to one or two
@@ -17,9 +15,9 @@ from dpn_mxnet.evaluation import inference_module
 # each in both forms of the variant.
 DPN92_SHORT = ('{"stem_filters": 64, "stem_kernel": 7, "k_r": 96, "groups": 32, "k_sec": [1, 2, 2, 1], '
                '"inc_sec": [16, 32, 24, 128], "bw_base": 256}')
-FORMS = {"dpn68": ("dpn68", True), "dpn68-lean": ("dpn68", "lean"), "dpn68b": ("dpn68b", True),
-         "dpn68b-lean": ("dpn68b", "lean"), "dpn92-short": (DPN92_SHORT, True),
-         "dpn92-short-lean": (DPN92_SHORT, "lean")}
+FORMS = {"dpn68": ("dpn68", symbols.CPU), "dpn68-lean": ("dpn68", symbols.CPU_LEAN), "dpn68b": ("dpn68b", symbols.CPU),
+         "dpn68b-lean": ("dpn68b", symbols.CPU_LEAN), "dpn92-short": (DPN92_SHORT, symbols.CPU),
+         "dpn92-short-lean": (DPN92_SHORT, symbols.CPU_LEAN)}
 BATCH, SIZE = 8, 112
 
 
@@ -60,7 +58,7 @@ def steps(request):
     """One training step of the authors' graph in float64 and float32, and of the variant in float32."""
     network, form = FORMS[request.param]
     exact = symbols.get_symbol(network, image_size=SIZE)
-    fast = symbols.get_symbol(network, image_size=SIZE, cpu_fast=form)
+    fast = symbols.get_symbol(network, image_size=SIZE, arrangement=form)
     args, aux = random_params(exact, seed=1)
     rng = np.random.RandomState(2)
     batch = rng.uniform(-1, 1, (BATCH, 3, SIZE, SIZE)), rng.randint(0, 1000, BATCH)
@@ -103,10 +101,11 @@ def test_inference_outputs_match_the_authors_graph():
     exact = symbols.get_symbol(DPN92_SHORT, image_size=SIZE)
     args, aux = random_params(exact, seed=4)
     images = np.random.RandomState(5).uniform(-1, 1, (BATCH, 3, SIZE, SIZE))
-    for_inference = mx.sym.SoftmaxOutput(symbols.logits(DPN92_SHORT, image_size=SIZE, cpu_fast=True), name="softmax")
+    for_inference = mx.sym.SoftmaxOutput(symbols.logits(DPN92_SHORT, image_size=SIZE,
+                                                        arrangement=symbols.CPU.for_inference()), name="softmax")
     graphs = [(exact, args, "float64"), (exact, args, "float32")]
-    graphs += [(symbols.get_symbol(DPN92_SHORT, image_size=SIZE, cpu_fast=form), args, "float32")
-               for form in (True, "lean")]
+    graphs += [(symbols.get_symbol(DPN92_SHORT, image_size=SIZE, arrangement=form), args, "float32")
+               for form in (symbols.CPU, symbols.CPU_LEAN)]
     graphs.append(symbols.precompute_weights(for_inference, args) + ("float32",))
     outputs = []
     for symbol, params, dtype in graphs:
@@ -128,7 +127,7 @@ def convolution_weights(symbol):
 def test_precomputed_weights_are_bound_arrays():
     """The inference arrangement computes convolution weights in the graph (merged groups, weight rows); after
     precompute_weights every convolution reads a variable, whose value is the computed weight."""
-    for_inference = symbols.logits("dpn68", image_size=SIZE, cpu_fast=True)
+    for_inference = symbols.logits("dpn68", image_size=SIZE, arrangement=symbols.CPU.for_inference())
     args, _ = random_params(symbols.get_symbol("dpn68", image_size=SIZE), seed=6)
     before = convolution_weights(for_inference)
     assert set(before.values()) - {"null"}, "no computed weights left to test"
@@ -147,23 +146,22 @@ def test_precomputed_weights_are_bound_arrays():
         symbols.precompute_weights(for_inference, {n: v for n, v in args.items() if "c3x3-b" not in n})
 
 
-def test_lean_form_plans_less_memory(monkeypatch):
+def test_lean_form_plans_less_memory():
     """MXNet's memory plan for a DPN-68 training step (its "Total ... MB allocated"): the lean form needs less than
     the variant it trades speed against."""
-    for name, value in BIND_ENVIRONMENT.items():
-        monkeypatch.setenv(name, value)
     planned = {}
-    for form in (True, "lean"):
-        executor = symbols.get_symbol("dpn68", image_size=SIZE, cpu_fast=form).simple_bind(
-            mx.cpu(), data=(BATCH, 3, SIZE, SIZE), softmax_label=(BATCH,))
+    for form in (symbols.CPU, symbols.CPU_LEAN):
+        with arrangement_policy.bind_settings(form):
+            executor = symbols.get_symbol("dpn68", image_size=SIZE, arrangement=form).simple_bind(
+                mx.cpu(), data=(BATCH, 3, SIZE, SIZE), softmax_label=(BATCH,))
         planned[form] = int(re.search(r"Total (\d+) MB allocated", executor.debug_str()).group(1))
-    assert planned["lean"] < 0.8 * planned[True], planned
+    assert planned[symbols.CPU_LEAN] < 0.8 * planned[symbols.CPU], planned
 
 
 def test_checkpoints_pass_both_ways(tmp_path):
     """A Module training the variant writes the parameter file the authors' graph reads, and vice versa."""
     exact = symbols.get_symbol("dpn68", image_size=SIZE)
-    fast = symbols.get_symbol("dpn68", image_size=SIZE, cpu_fast=True)
+    fast = symbols.get_symbol("dpn68", image_size=SIZE, arrangement=symbols.CPU)
     args, aux = random_params(exact, seed=3)
     module = mx.mod.Module(fast, context=mx.cpu())
     module.bind(data_shapes=[("data", (1, 3, SIZE, SIZE))], label_shapes=[("softmax_label", (1,))])
@@ -183,36 +181,36 @@ def test_checkpoints_pass_both_ways(tmp_path):
 
 
 def test_variant_is_chosen_for_cpus_only(monkeypatch):
-    assert use_cpu_fast([mx.cpu()])
-    assert not use_cpu_fast([mx.gpu(0)])
-    assert not use_cpu_fast([mx.cpu(), mx.gpu(1)])
+    assert arrangement_policy.onednn_cpus([mx.cpu()])
+    assert not arrangement_policy.onednn_cpus([mx.gpu(0)])
+    assert not arrangement_policy.onednn_cpus([mx.cpu(), mx.gpu(1)])
     monkeypatch.setenv("MXNET_MKLDNN_ENABLED", "0")
-    assert not use_cpu_fast([mx.cpu()])
+    assert not arrangement_policy.onednn_cpus([mx.cpu()])
 
 
-def test_cpu_fast_choices(monkeypatch):
-    monkeypatch.delenv("NNVM_EXEC_MATCH_RANGE", raising=False)
-    assert select_variant("off", [mx.cpu()]) is False and "NNVM_EXEC_MATCH_RANGE" not in os.environ
-    assert select_variant("auto", [mx.gpu(0)]) is False
-    assert select_variant("auto", [mx.cpu()], "float16") is False
-    assert select_variant("auto", [mx.cpu()]) is True
-    assert os.environ["NNVM_EXEC_MATCH_RANGE"] == BIND_ENVIRONMENT["NNVM_EXEC_MATCH_RANGE"]
-    assert select_variant("lean", [mx.cpu()]) == "lean"
-    for choice, message in (("on", "needs CPU contexts"), ("fast", "expected one of auto, on, lean, off")):
+def test_arrangement_choices():
+    assert arrangement_policy.choose("authors", [mx.cpu()]) == "authors"
+    assert arrangement_policy.choose("auto", [mx.gpu(0)]) == "authors"
+    assert arrangement_policy.choose("auto", [mx.cpu()], "float16") == "authors"
+    assert arrangement_policy.choose("auto", [mx.cpu()]) == "cpu"
+    assert arrangement_policy.choose("cpu-lean", [mx.cpu()]) == "cpu-lean"
+    for choice, contexts, message in (("cpu", [mx.gpu(0)], "needs CPU contexts"),
+                                      ("fast", [mx.cpu()], "expected one of auto, authors, cpu, cpu-lean"),
+                                      ("cpu-lean", [mx.cpu()], "float32 only")):
         with pytest.raises(ValueError, match=message):
-            select_variant(choice, [mx.gpu(0)])
+            arrangement_policy.choose(choice, contexts, "float16")
 
 
 def test_variant_refuses_half_precision():
     with pytest.raises(ValueError, match="float32 only"):
-        symbols.get_symbol("dpn68", cpu_fast=True, dtype="float16")
+        symbols.get_symbol("dpn68", dtype="float16", arrangement=symbols.CPU)
 
 
-@pytest.mark.parametrize("form", [True, "lean"])
+@pytest.mark.parametrize("form", [symbols.CPU, symbols.CPU_LEAN])
 def test_variant_trains_every_named_dpn(form):
     """Both forms bind and run a training step for every variant (oneDNN refuses some layout mixes)."""
     for network in symbols.VARIANTS:
-        symbol = symbols.get_symbol(network, 10, image_size=64, cpu_fast=form)
+        symbol = symbols.get_symbol(network, 10, image_size=64, arrangement=form)
         executor = symbol.simple_bind(mx.cpu(), data=(2, 3, 64, 64), softmax_label=(2,))
         executor.arg_dict["data"][:] = np.random.RandomState(0).uniform(-1, 1, (2, 3, 64, 64))
         out = executor.forward(is_train=True)[0]
@@ -228,7 +226,7 @@ def test_inference_arrangement_matches_for_every_named_dpn():
         exact = symbols.logits(network, 10, image_size=64)
         args, aux = random_params(exact, seed=8, data_shape=(2, 3, 64, 64))
         logits = []
-        for symbol in (exact, symbols.logits(network, 10, image_size=64, cpu_fast=True)):
+        for symbol in (exact, symbols.logits(network, 10, image_size=64, arrangement=symbols.CPU.for_inference())):
             module = inference_module(symbol, [mx.cpu()], [("data", (2, 3, 64, 64))], None, args, aux)
             module.forward(mx.io.DataBatch([images]), is_train=False)
             logits.append(module.get_outputs()[0].asnumpy())

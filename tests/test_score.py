@@ -52,7 +52,7 @@ def relabelled(rec, labels, out):
 
 
 @pytest.mark.parametrize("size, meanmax, options",
-                         [(224, False, []), (320, True, []), (320, True, ["--cpu-fast", "on"])])
+                         [(224, False, []), (320, True, []), (320, True, ["--arrangement", "authors"])])
 def test_score_reports_the_errors_of_the_raw_outputs(released, photo_rec, tmp_path, size, meanmax, options):
     prefix, graph, args, aux = released
     probs = raw_probabilities(graph, args, aux, photo_rec.val, size, meanmax)
@@ -69,6 +69,7 @@ def test_score_reports_the_errors_of_the_raw_outputs(released, photo_rec, tmp_pa
     assert done.returncode == 0, done.stderr
     row = json.loads(done.stdout)
     assert row["model"] == "dpn68" and row["images"] == len(probs) == data.num_records(photo_rec.val)
+    assert row["arrangement"] == (options[1] if options else "cpu")  # auto: the CPU arrangement on oneDNN CPUs
     assert row["top1_error"] == pytest.approx(top1, abs=1e-3)
     assert row["top5_error"] == pytest.approx(top5, abs=1e-3)
 

@@ -3,9 +3,9 @@
 Every measurement runs in a fresh process: tools/benchmark.py under this interpreter, tools/bench_timm.py under
 --timm-python (``make bench-timm`` builds .venv-timm). The two frameworks alternate, their order flips every
 round, and each figure is the median over rounds of each run's median step. A case is MODEL:MODE:BATCH, with
-``/exact``, ``/fast`` or ``/lean`` to choose the MXNet graph (tools/benchmark.py --variant; by default the one
-the mode's entry point runs: the CPU variant for train and infer, the authors' graph for score); its timm figure
-is that of MODEL:MODE:BATCH.
+``/authors``, ``/cpu`` or ``/cpu-lean`` to choose the MXNet graph's arrangement (tools/benchmark.py
+--arrangement; by default the one the entry points choose: cpu on oneDNN CPUs); its timm figure is that of
+MODEL:MODE:BATCH.
 """
 import argparse
 import json
@@ -16,14 +16,15 @@ import statistics
 import subprocess
 import sys
 
+import symbols
 from dpn_mxnet import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MODES = ("train", "infer", "score")
-VARIANTS = ("", "exact", "fast", "lean")
 DEFAULT_CASES = (["%s:%s" % (model, case) for model in ("dpn68", "dpn92")
                   for case in ("train:16", "train:32", "infer:16", "score:16")]
-                 + ["dpn92:train:16/lean", "dpn68:infer:16/exact", "dpn92:infer:16/exact", "dpn92:score:16/fast"])
+                 + ["dpn92:train:16/cpu-lean", "dpn68:infer:16/authors", "dpn92:infer:16/authors",
+                    "dpn92:score:16/authors"])
 
 
 class CaseError(ValueError):
@@ -31,13 +32,14 @@ class CaseError(ValueError):
 
 
 def parse_case(text):
-    """'dpn92:train:16/lean' -> ('dpn92', 'train', 16, 'lean')."""
+    """'dpn92:train:16/cpu-lean' -> ('dpn92', 'train', 16, 'cpu-lean')."""
     spec, _, option = text.partition("/")
     parts = spec.split(":")
     if len(parts) != 3 or parts[1] not in MODES or not parts[2].isdigit() or int(parts[2]) <= 0:
         raise CaseError("--cases: %r is not MODEL:MODE:BATCH with MODE one of %s" % (text, ", ".join(MODES)))
-    if option not in VARIANTS:
-        raise CaseError("--cases: unknown variant /%s in %r (known: /exact, /fast, /lean)" % (option, text))
+    if option and option not in symbols.ARRANGEMENTS:
+        raise CaseError("--cases: unknown arrangement /%s in %r (known: %s)"
+                        % (option, text, ", ".join("/" + name for name in symbols.ARRANGEMENTS)))
     return parts[0], parts[1], int(parts[2]), option
 
 
@@ -87,7 +89,7 @@ def measure(args):
                       "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
             runs = [("timm", [args.timm_python, "-m", "tools.bench_timm"] + common, None)]
             runs += [("mxnet", [sys.executable, "-m", "tools.benchmark"] + common
-                      + (["--variant", case[3]] if case[3] else []), case)
+                      + (["--arrangement", case[3]] if case[3] else []), case)
                      for case in args.cases if case[:3] == (model, mode, batch)]
             for framework, command, case in (runs if r % 2 else runs[::-1]):
                 try:
@@ -132,8 +134,8 @@ def table(args, results):
         mx_speed, timm_speed = summary(runs["mxnet"], "img_per_s"), summary(runs["timm"], "img_per_s")
         ratio = mx_speed / timm_speed if mx_speed and timm_speed else None
         size = next((r["size"] for r in runs["mxnet"] + runs["timm"] if "size" in r), "?")
-        variant = next((r["variant"] for r in runs["mxnet"] if "variant" in r), option or "?")
-        label = "%s (%s)" % (mode, variant)
+        arrangement = next((r["arrangement"] for r in runs["mxnet"] if "arrangement" in r), option or "?")
+        label = "%s (%s)" % (mode, arrangement)
         lines.append("| %s | %s | %d | %s | %s | %s | %s | %s | %s |" % (
             model, label, batch, size, fmt(mx_speed, "%.2f"), fmt(timm_speed, "%.2f"), fmt(ratio, "%.2fx"),
             fmt(summary(runs["mxnet"], "peak_mb"), "%.0f"), fmt(summary(runs["timm"], "peak_mb"), "%.0f")))

@@ -2,8 +2,8 @@
 
 train: Module forward, backward and SGD update (momentum 0.9, wd 1e-4), as train/train_imagenet.py runs it.
 infer: the 224 forward pass in inference mode, as tools/predict.py runs it. score: the fully-convolutional
-mean-max test graph at 320, as test/score.py runs it. By default each uses the graph its entry point uses: the
-CPU variant (``symbols.cpu_fast``) for train and infer on oneDNN CPUs, the authors' graph for score and on GPUs.
+mean-max test graph at 320, as test/score.py runs it. By default each uses the arrangement the entry points choose:
+cpu (symbols/arrangement.py) on oneDNN CPUs, the authors' graph on GPUs.
 The MXNet side of ``tools/bench_side_by_side.py``; ``tools/bench_timm.py`` is the timm side.
 """
 import argparse
@@ -14,42 +14,41 @@ import mxnet as mx
 import numpy as np
 
 import symbols
-from symbols.cpu_fast import CHOICES, select_variant
-from dpn_mxnet import benchmarking
-from dpn_mxnet import checkpoint, cli, devices
+from dpn_mxnet import arrangement_policy, benchmarking, checkpoint, cli, devices
 from dpn_mxnet.evaluation import inference_module
 from dpn_mxnet.fit import train_step
-
-VARIANTS = {"exact": "off", "fast": "on", "lean": "lean"}  # --variant -> the entry points' --cpu-fast
 
 
 def parse_args(argv=None):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     benchmarking.add_arguments(parser)
     parser.add_argument("--gpus", default="", help="GPU ids such as 0,1; empty runs on the CPU")
-    parser.add_argument("--variant", choices=["auto"] + list(VARIANTS), default="auto",
-                        help="graph: exact (the authors'), fast (the CPU variant, same parameters), lean (that "
-                             "variant's low-memory form, slower) or auto (as the entry point of "
-                             "--mode chooses)")
+    arrangement_policy.add_argument(parser)
     args = benchmarking.check_arguments(parser, parser.parse_args(argv))
     try:
         symbols.resolve(args.model)
         args.contexts = devices.contexts(args.gpus)
-        choice = "off" if args.variant == "auto" and args.mode == "score" else VARIANTS.get(args.variant, "auto")
-        args.cpu_fast = select_variant(choice, args.contexts)
+        args.arrangement = arrangement_policy.choose(args.arrangement, args.contexts)
     except ValueError as err:
         parser.error(str(err))
-    args.variant = {CHOICES[choice]: name for name, choice in VARIANTS.items()}[args.cpu_fast]
     return args
 
 
+def graph_arrangement(args):
+    """The arrangement of the graph that ``--mode``'s entry point binds: the chosen one to train, its inference
+    form to infer and score."""
+    arrangement = symbols.ARRANGEMENTS[args.arrangement]
+    return arrangement if args.mode == "train" else arrangement.for_inference()
+
+
 def build_symbol(args):
+    arrangement = graph_arrangement(args)
     if args.mode == "score":
-        return symbols.score_symbol(args.model, image_size=args.size, cpu_fast=args.cpu_fast)
-    if args.mode == "infer":  # the logits arranged for inference, as tools/predict.py builds them
-        return mx.sym.SoftmaxOutput(symbols.logits(args.model, image_size=args.size, cpu_fast=args.cpu_fast),
+        return symbols.score_symbol(args.model, image_size=args.size, arrangement=arrangement)
+    if args.mode == "infer":  # the logits, as tools/predict.py builds them
+        return mx.sym.SoftmaxOutput(symbols.logits(args.model, image_size=args.size, arrangement=arrangement),
                                     name="softmax")
-    return symbols.get_symbol(args.model, image_size=args.size, cpu_fast=args.cpu_fast)
+    return symbols.get_symbol(args.model, image_size=args.size, arrangement=arrangement)
 
 
 def random_params(symbol, data_shape, initializer):
@@ -69,11 +68,13 @@ def bound_module(args, symbol, batch):
     data_shapes = [("data", (batch, 3, args.size, args.size))]
     label_shapes = [("softmax_label", (batch,))]
     initializer = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
+    arrangement = graph_arrangement(args)
     if args.mode != "train":
         return inference_module(symbol, args.contexts, data_shapes, label_shapes,
-                                *random_params(symbol, data_shapes[0][1], initializer))
+                                *random_params(symbol, data_shapes[0][1], initializer), arrangement)
     module = mx.mod.Module(symbol, context=args.contexts)
-    module.bind(data_shapes=data_shapes, label_shapes=label_shapes)
+    with arrangement_policy.bind_settings(arrangement):
+        module.bind(data_shapes=data_shapes, label_shapes=label_shapes)
     module.init_params(initializer)
     module.init_optimizer(optimizer="sgd", optimizer_params={"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4})
     return module
@@ -103,7 +104,7 @@ def main(argv=None):
     module = bound_module(args, symbol, batch)
     times = benchmarking.step_times(make_step(args, module, batch), args.warmup, args.repeats)
     extra = {"gpu_mb": round(devices.peak_memory_mb(args.contexts), 1)} if args.gpus else {}
-    benchmarking.report("mxnet", args, batch, times, devices=len(args.contexts), variant=args.variant,
+    benchmarking.report("mxnet", args, batch, times, devices=len(args.contexts), arrangement=args.arrangement,
                         threads=os.environ.get("OMP_NUM_THREADS"), versions="mxnet %s" % mx.__version__, **extra)
 
 

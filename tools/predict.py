@@ -3,8 +3,8 @@
     python tools/predict.py --prefix models/dpn92 --epoch 0 cat.jpg dog.png
 
 The validation protocol (short side resized to S, bicubic, centre S x S crop, (pixel - mean) x 0.0167), then
-the forward pass at S. On oneDNN CPUs the CPU variant of the graph computes it (symbols/cpu_fast.py: the
-checkpoint's parameters, the same outputs to float precision); --cpu-fast off runs the authors' graph as
+the forward pass at S. On oneDNN CPUs the graph's CPU arrangement computes it (symbols/arrangement.py: the
+checkpoint's parameters, the same outputs to float precision); --arrangement authors runs the authors' graph as
 released. ImageNet-1k checkpoints print class names from data_lists/imagenet1k_classes.txt.
 """
 import argparse
@@ -15,9 +15,8 @@ import mxnet as mx
 import numpy as np
 
 import symbols
-from symbols.cpu_fast import CHOICES, select_variant
 from tools.make_rec import IMAGENET_CLASSES, read_class_table
-from dpn_mxnet import checkpoint, cli, data, devices
+from dpn_mxnet import arrangement_policy, checkpoint, cli, data, devices
 from dpn_mxnet.checks import check_devices
 from dpn_mxnet.evaluation import inference_module
 
@@ -35,9 +34,7 @@ def parse_args(argv=None):
     parser.add_argument("--classes", help="class index file, line i = class i: '<id>[<TAB><name>]' (default: "
                                           "%s for 1000 classes, class numbers otherwise)" % IMAGENET_CLASSES.name)
     parser.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1; empty = CPU")
-    parser.add_argument("--cpu-fast", default="auto", choices=list(CHOICES),
-                        help="the CPU variant of the graph: auto (where it helps), on, lean, or off (the authors' "
-                             "graph as released)")
+    arrangement_policy.add_argument(parser)
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
     parser.add_argument("--bad-records", default="stop", choices=data.BAD_RECORDS,
@@ -67,10 +64,11 @@ def class_table(path, num_classes):
 
 def predictor(args, ckpt, spec, ctx, batch, size):
     """A function mapping a (batch, 3, size, size) array to class probabilities (batch, K) as a NumPy array."""
-    variant = select_variant(args.cpu_fast, ctx)
-    symbol = mx.sym.softmax(symbols.logits(spec.network, spec.num_classes, spec.classifier, size, variant))
+    arrangement = symbols.ARRANGEMENTS[arrangement_policy.choose(args.arrangement, ctx)].for_inference()
+    symbol = mx.sym.softmax(symbols.logits(spec.network, spec.num_classes, spec.classifier, size,
+                                           arrangement=arrangement))
     module = inference_module(symbol, ctx, [("data", (batch, 3, size, size))], None, ckpt.arg_params,
-                              ckpt.aux_params)
+                              ckpt.aux_params, arrangement)
 
     def probabilities(batch):
         module.forward(mx.io.DataBatch([batch]), is_train=False)

@@ -15,12 +15,10 @@ import traceback
 import mxnet as mx
 
 import symbols
-from symbols.cpu_fast import CHOICES, select_variant
-from dpn_mxnet import benchmarking
-from dpn_mxnet.launcher.supervisor import announce_rank
-from dpn_mxnet import checkpoint, cli, data, devices, recipe
+from dpn_mxnet import arrangement_policy, benchmarking, checkpoint, cli, data, devices, recipe
 from dpn_mxnet.checks import UsageError, check_devices, check_launched, check_output_folder, check_positive, describe_error
 from dpn_mxnet.fit import fit, learning_rate_schedule, master_weights, train_step
+from dpn_mxnet.launcher.supervisor import announce_rank
 
 # The paper's rate: 0.316 (sqrt 0.1) for a global batch of 1280, scaled linearly to the actual global batch.
 REFERENCE_LR, REFERENCE_BATCH = 0.316, 1280
@@ -37,10 +35,7 @@ def parse_args(argv=None):
     model.add_argument("--image-size", type=int, default=224, help="training crop size")
     model.add_argument("--dtype", default="float32", choices=["float32", "float16"],
                        help="float16 trains in half precision with multi-precision SGD")
-    model.add_argument("--cpu-fast", default="auto", choices=list(CHOICES),
-                       help="train the CPU variant of the graph (symbols/cpu_fast.py: same parameters and function, "
-                            "arranged for oneDNN); lean: its low-memory form, slower (README: Memory); auto: on "
-                            "for float32 on CPUs")
+    arrangement_policy.add_argument(model)
 
     io = parser.add_argument_group("data")
     io.add_argument("--data-train", help="training .rec (its .idx beside it)")
@@ -132,7 +127,7 @@ def parse_args(argv=None):
         check_positive("--lr", args.lr)
         args.contexts = devices.contexts(args.gpus)
         check_devices(args.contexts, args.dtype)
-        args.variant = select_variant(args.cpu_fast, args.contexts, args.dtype)
+        args.arrangement = arrangement_policy.choose(args.arrangement, args.contexts, args.dtype)
         check_launched(args.kv_store)
     except ValueError as err:
         parser.error(str(err))
@@ -147,9 +142,9 @@ def parse_args(argv=None):
 
 
 # The flags that decide a run's result: its recipe, saved with every checkpoint and restored on --resume.
-RECIPE_FLAGS = ("network", "num_classes", "classifier", "image_size", "dtype", "cpu_fast", "data_train", "data_val",
-                "aug", "min_area", "max_area", "aspect", "hsl", "no_mirror", "kv_store", "batch_size", "lr",
-                "lr_steps", "lr_factor", "warmup_epochs", "mom", "wd", "seed", "pretrained", "bad_records")
+RECIPE_FLAGS = ("network", "num_classes", "classifier", "image_size", "dtype", "arrangement", "data_train",
+                "data_val", "aug", "min_area", "max_area", "aspect", "hsl", "no_mirror", "kv_store", "batch_size",
+                "lr", "lr_steps", "lr_factor", "warmup_epochs", "mom", "wd", "seed", "pretrained", "bad_records")
 
 
 def apply_recipe(args, given):
@@ -303,8 +298,9 @@ def train(args, scratch, process):
     mx.random.seed(args.seed)  # every worker initialises identically
     os.environ.setdefault("MXNET_UPDATE_ON_KVSTORE", "0")  # optimizer on the workers: its states can be saved
     data_shape = (args.batch_size * len(ctx), 3, args.image_size, args.image_size)
-    symbol = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.image_size, args.variant,
-                                args.dtype)
+    arrangement = symbols.ARRANGEMENTS[args.arrangement]
+    symbol = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.image_size, args.dtype,
+                                arrangement=arrangement)
     exact = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.image_size)
     begin_epoch = args.begin_epoch
 
@@ -327,12 +323,13 @@ def train(args, scratch, process):
     check_world(args, run_recipe, logger)
     base_lr = args.lr
     schedule = learning_rate_schedule(base_lr, per_epoch, args.lr_steps, args.lr_factor, args.warmup_epochs)
-    logger.info("%s: %d classes, %dx%d, batch %d per device x %d devices x %d workers, lr %.5g, %d batches/epoch",
-                args.name, args.num_classes, args.image_size, args.image_size, args.batch_size, len(ctx),
-                kv.num_workers, base_lr, per_epoch)
+    logger.info("%s: %d classes, %dx%d, batch %d per device x %d devices x %d workers, lr %.5g, %d batches/epoch, "
+                "%s arrangement", args.name, args.num_classes, args.image_size, args.image_size, args.batch_size,
+                len(ctx), kv.num_workers, base_lr, per_epoch, args.arrangement)
 
     module = mx.mod.Module(symbol, context=ctx, logger=logger)
-    module.bind(data_shapes=train_batches.provide_data, label_shapes=train_batches.provide_label)
+    with arrangement_policy.bind_settings(arrangement):
+        module.bind(data_shapes=train_batches.provide_data, label_shapes=train_batches.provide_label)
     module.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2),
                        arg_params=arg_params, aux_params=aux_params, allow_missing=True)
     optimizer_params = {"learning_rate": base_lr, "momentum": args.mom, "wd": args.wd,

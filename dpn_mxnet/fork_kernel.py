@@ -1,0 +1,177 @@
+"""The pixel work of one ``aug="fork"`` sample after its resize, compiled with numba: the authors' HSL jitter
+(OpenCV's 8-bit BGR -> HLS, offsets added and clamped, HLS -> BGR), the mirror and the normalisation, written
+straight into the sample's row of a float32 NCHW batch.
+
+The HLS conversions repeat, operation by operation in float32, the AVX2 code of OpenCV 4.x's ``cv2.cvtColor``
+(``color_hsv.simd.hpp``), including its fused multiply-add in the hue, so both match ``cv2.cvtColor`` bit for bit
+(tests/test_fork_kernel.py checks all 16.7 M colours and all HLS triples). That holds only where this process's
+OpenCV runs that code: ``exact_for(width)`` says whether it does for rows of ``width`` pixels; elsewhere
+``augment_into`` does the jitter with ``cv2.cvtColor`` (``data.hsl_jitter``) and the rest here.
+"""
+import functools
+
+import cv2
+import llvmlite.binding
+import numba
+import numpy as np
+from numba.extending import intrinsic
+
+from dpn_mxnet import data
+
+F = np.float32
+_INV255 = F(1) / F(255)
+_HUE_SCALE = F(6) / F(180)  # HLS2RGB's hscale for the 8-bit range 0..180
+_SIXTH = F(1) / F(6)
+_EPS = F(np.finfo(np.float32).eps)  # FLT_EPSILON
+_ROUND = F(1 << 23)  # (x + 2**23) - 2**23 rounds 0 <= x < 2**22 to the nearest integer, ties to even (cvRound)
+_MEAN = tuple(F(m) for m in data.MEAN_RGB)
+_SCALE = F(data.SCALE)
+_CV_CPU_AVX2, _CV_CPU_FMA3 = 11, 12  # OpenCV's CpuFeatures ids
+_SIMD_LANES = 8  # float32 lanes of OpenCV's AVX2 code; a row's last width % 8 pixels take its scalar code
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c rounded once (llvm.fma.f32), as OpenCV's v_muladd with FMA3."""
+    signature = numba.types.float32(numba.types.float32, numba.types.float32, numba.types.float32)
+    return signature, lambda context, builder, sig, args: builder.fma(*args)
+
+
+@functools.lru_cache(maxsize=None)
+def exact_here():
+    """Whether OpenCV's cvtColor runs its AVX2 + FMA3 code in this process (dispatched, supported by the CPU and
+    not switched off by cv2.setUseOptimized) and numba compiles fused multiply-adds to the CPU's own instruction."""
+    dispatched = "*AVX2" in cv2.getCPUFeaturesLine().replace("*AVX2?", "")
+    supported = cv2.checkHardwareSupport(_CV_CPU_AVX2) and cv2.checkHardwareSupport(_CV_CPU_FMA3)
+    return bool(dispatched and supported and cv2.useOptimized()
+                and llvmlite.binding.get_host_cpu_features().get("fma", False))
+
+
+def exact_for(width):
+    """Whether the compiled HLS conversions equal ``cv2.cvtColor`` on images ``width`` pixels wide here."""
+    return width % _SIMD_LANES == 0 and exact_here()
+
+
+@numba.njit(inline="always")
+def _hls_row(b_row, g_row, r_row, d_h, d_s, d_l, cols):
+    """BGR (0..255 as float32) -> OpenCV 8-bit HLS in place (H in b_row, L in g_row, S in r_row), with the offsets
+    added and clamped as ``data.hsl_jitter``'s table does."""
+    for x in range(cols):
+        b, g, r = b_row[x] * _INV255, g_row[x] * _INV255, r_row[x] * _INV255
+        high = max(max(r, g), b)
+        low = min(min(r, g), b)
+        diff, total = high - low, high + low
+        light = total * F(0.5)
+        divisor = F(2) - total
+        divisor = total if light < F(0.5) else divisor
+        sat = diff / divisor
+        hue = r - g
+        hue = (b - r) if high == g else hue
+        hue = (g - b) if high == r else hue
+        start = F(240)
+        start = F(120) if high == g else start
+        wrap = F(0)
+        wrap = F(360) if g < b else wrap
+        start = wrap if high == r else start
+        hue = _fma(hue, F(60) / diff, start) * F(0.5)
+        hue = (hue + _ROUND) - _ROUND
+        hue = hue if diff > _EPS else F(0)
+        sat = (sat * F(255) + _ROUND) - _ROUND
+        sat = sat if diff > _EPS else F(0)
+        light = (light * F(255) + _ROUND) - _ROUND
+        b_row[x] = min(max(min(hue, F(255)) + d_h, F(0)), F(180))
+        g_row[x] = min(max(min(light, F(255)) + d_l, F(0)), F(255))
+        r_row[x] = min(max(min(sat, F(255)) + d_s, F(0)), F(255))
+
+
+@numba.njit(inline="always")
+def _bgr_row(h_row, l_row, s_row, cols):
+    """OpenCV 8-bit HLS (H 0..180, L, S 0..255 as float32, in the three rows) -> BGR 0..255 in place."""
+    for x in range(cols):
+        light, sat = l_row[x] * _INV255, s_row[x] * _INV255
+        product = light * sat
+        spread = sat - product
+        spread = product if light <= F(0.5) else spread
+        hue = h_row[x] * _HUE_SCALE
+        whole = (hue + _ROUND) - _ROUND
+        whole = whole - F(1) if whole > hue else whole  # trunc
+        sixth = hue * _SIXTH
+        turns = (sixth + _ROUND) - _ROUND
+        turns = turns - F(1) if turns > sixth else turns
+        sector = whole - F(6) * turns
+        twice = (hue - whole) + (hue - whole)
+        top, bottom = light + spread, light - spread
+        falling, rising = _fma(-spread, twice, top), _fma(spread, twice, bottom)
+        b = top if sector <= F(4) else falling
+        b = rising if sector <= F(2) else b
+        b = bottom if sector < F(2) else b
+        g = falling if sector < F(4) else bottom
+        g = top if sector <= F(2) else g
+        g = rising if sector < F(1) else g
+        r = rising if sector <= F(4) else top
+        r = bottom if sector < F(4) else r
+        r = falling if sector < F(2) else r
+        r = top if sector < F(1) else r
+        h_row[x] = min(max((b * F(255) + _ROUND) - _ROUND, F(0)), F(255))
+        l_row[x] = min(max((g * F(255) + _ROUND) - _ROUND, F(0)), F(255))
+        s_row[x] = min(max((r * F(255) + _ROUND) - _ROUND, F(0)), F(255))
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _augment(crop, d_h, d_s, d_l, jitter, mirror, out, rows_buffer):
+    """crop (S, S', 3) uint8 BGR -> out (3, S, S') float32 RGB, (x - MEAN_RGB) * SCALE, jittered and mirrored."""
+    rows, cols = crop.shape[0], crop.shape[1]
+    b_row, g_row, r_row = rows_buffer[0], rows_buffer[1], rows_buffer[2]
+    for y in range(rows):
+        pixels = crop[y]
+        for x in range(cols):
+            b_row[x], g_row[x], r_row[x] = pixels[x, 0], pixels[x, 1], pixels[x, 2]
+        if jitter:
+            _hls_row(b_row, g_row, r_row, d_h, d_s, d_l, cols)
+            _bgr_row(b_row, g_row, r_row, cols)
+        red, green, blue = out[0, y], out[1, y], out[2, y]
+        if mirror:
+            for x in range(cols):
+                red[cols - 1 - x] = (r_row[x] - _MEAN[0]) * _SCALE
+                green[cols - 1 - x] = (g_row[x] - _MEAN[1]) * _SCALE
+                blue[cols - 1 - x] = (b_row[x] - _MEAN[2]) * _SCALE
+        else:
+            for x in range(cols):
+                red[x] = (r_row[x] - _MEAN[0]) * _SCALE
+                green[x] = (g_row[x] - _MEAN[1]) * _SCALE
+                blue[x] = (b_row[x] - _MEAN[2]) * _SCALE
+
+
+def augment_into(crop, offsets, mirror, out, rows_buffer):
+    """Write ``crop`` (uint8 BGR, H x W x 3) into ``out`` (float32 3 x H x W) as the fork does: HSL ``offsets``
+    (dH, dS, dL; None for no jitter), then the mirror, then RGB (x - MEAN_RGB) * SCALE. ``rows_buffer`` is
+    float32 (3, W) scratch space owned by the calling thread."""
+    jitter = offsets is not None
+    if jitter and not exact_for(crop.shape[1]):
+        crop, jitter = data.hsl_jitter(crop, offsets), False
+    d_h, d_s, d_l = offsets if jitter else (0, 0, 0)
+    _augment(crop, F(d_h), F(d_s), F(d_l), jitter, bool(mirror), out, rows_buffer)
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _convert(image, offsets, to_hls, to_bgr, rows_buffer):
+    rows, cols = image.shape[0], image.shape[1]
+    out = np.empty_like(image)
+    a_row, b_row, c_row = rows_buffer[0], rows_buffer[1], rows_buffer[2]
+    for y in range(rows):
+        for x in range(cols):
+            a_row[x], b_row[x], c_row[x] = image[y, x, 0], image[y, x, 1], image[y, x, 2]
+        if to_hls:
+            _hls_row(a_row, b_row, c_row, offsets[0], offsets[1], offsets[2], cols)
+        if to_bgr:
+            _bgr_row(a_row, b_row, c_row, cols)
+        for x in range(cols):
+            out[y, x, 0], out[y, x, 1], out[y, x, 2] = a_row[x], b_row[x], c_row[x]
+    return out
+
+
+def convert(image, to_hls=True, to_bgr=True, offsets=(0, 0, 0)):
+    """The kernel's conversions on a uint8 H x W x 3 image, for checking them against ``cv2.cvtColor``: BGR ->
+    HLS (+ offsets (dH, dS, dL), clamped) with ``to_hls``, HLS -> BGR with ``to_bgr``."""
+    rows_buffer = np.empty((3, image.shape[1]), np.float32)
+    return _convert(image, np.array(offsets, np.float32), to_hls, to_bgr, rows_buffer)

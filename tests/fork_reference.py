@@ -1,0 +1,63 @@
+"""The straightforward implementation of ``aug="fork"`` that the library's fast pipeline (train/fork_pipeline.py)
+must equal bit for bit: each sample decoded by OpenCV, its draws from ``data.ForkAugmenter.draw``, cropped and
+resized, jittered with two ``cv2.cvtColor`` calls (``data.hsl_jitter``), flipped and normalised plane by plane;
+batches stacked from per-sample results of a thread pool that reads the .rec under a lock (the order of the
+samples and the padding are the library's, ``fork_pipeline.ShuffledPasses``)."""
+import concurrent.futures
+import threading
+
+import cv2
+import mxnet as mx
+import numpy as np
+
+from dpn_mxnet import data
+from dpn_mxnet.fork_pipeline import ShuffledPasses
+
+
+def fork_sample(augmenter, record, rng):
+    """(float32 3 x S x S, label) of one raw record under ``augmenter``'s draws from ``rng``."""
+    header, encoded = mx.recordio.unpack(record)
+    image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise data.DataError("record id %d: the image cannot be decoded" % header.id)
+    (left, top, width, height), offsets, mirror = augmenter.draw(*image.shape[:2], rng)
+    crop = cv2.resize(image[top:top + height, left:left + width], (augmenter.size, augmenter.size),
+                      interpolation=cv2.INTER_CUBIC)
+    if offsets is not None:
+        crop = data.hsl_jitter(crop, offsets)
+    if mirror:
+        crop = cv2.flip(crop, 1)
+    pixels = np.empty((3, augmenter.size, augmenter.size), np.float32)
+    for plane, mean, out in zip(cv2.split(crop)[::-1], data.MEAN_RGB, pixels):  # RGB planes, (x - mean) in float32
+        cv2.subtract(plane, float(mean), dst=out, dtype=cv2.CV_32F)
+    pixels *= np.float32(data.SCALE)
+    label = header.label if header.flag == 0 else header.label[0]
+    return pixels, np.float32(label)
+
+
+class ThreadedRecordIter(ShuffledPasses):
+    """Batches of ``fork_sample`` over ``keys`` of a .rec, shuffled every pass as the library's iterator
+    (``fork_pipeline.ShuffledPasses``), from per-sample futures of ``threads`` worker threads; sample ``position``
+    of pass ``key`` draws from ``data.sample_rng(key, position)``, made on the calling thread."""
+
+    def __init__(self, rec, keys, augmenter, batch_size, image_size, threads):
+        super().__init__(keys, batch_size, image_size)
+        rec, idx = data.rec_paths(rec)
+        self._reader, self._lock = mx.recordio.MXIndexedRecordIO(idx, rec, "r"), threading.Lock()
+        self._augmenter = augmenter
+        self._workers = concurrent.futures.ThreadPoolExecutor(threads)
+
+    def _sample(self, key, rng):
+        with self._lock:
+            record = self._reader.read_idx(key)
+        return fork_sample(self._augmenter, record, rng)
+
+    def _queue(self, key, samples):
+        futures = [self._workers.submit(self._sample, record, data.sample_rng(key, position))
+                   for record, position in samples]
+        return futures, futures
+
+    def _finish(self, futures):
+        samples = [future.result() for future in futures]
+        pixels = np.stack([pixels for pixels, _ in samples])
+        return mx.nd.from_numpy(pixels), mx.nd.array([label for _, label in samples])
