@@ -1,6 +1,5 @@
 """The argument parser of every entry point: no abbreviated flags, and usage errors in one line."""
 import argparse
-import sys
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -14,8 +13,3 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, "%s: error: %s (see %s --help)\n" % (self.prog, message, self.prog))
 
-
-def exit_with(message, status=1):
-    """Print ``error: MESSAGE`` (one line) to stderr and exit with ``status``."""
-    print("error: %s" % message, file=sys.stderr, flush=True)
-    sys.exit(status)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from tools.make_rec import pack_split
+from dpn_mxnet.packing import pack_split
 from dpn_mxnet import data
 
 from datasets import photo

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools.make_rec import pack_split
+from dpn_mxnet.packing import pack_split
 from dpn_mxnet.sample_photos import NAMES
 from dpn_mxnet import data
 

@@ -10,7 +10,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from tools import make_rec
+from dpn_mxnet import packing
 from dpn_mxnet.data import DataError
 
 from conftest import REPO
@@ -95,9 +95,9 @@ def test_make_rec_keeps_original_bytes_and_converts_only_odd_files(photo_rec):
 
 
 def test_val_resize_packs_short_side(photo_rec, tmp_path):
-    items = make_rec.list_label_file(photo_rec.data / "val", photo_rec.data / "val.txt",
-                                     make_rec.read_class_index(CLASS_INDEX))
-    rec = make_rec.pack_split("val", photo_rec.data / "val", items, tmp_path, 1000, threads=2, resize=72)
+    items = packing.list_label_file(photo_rec.data / "val", photo_rec.data / "val.txt",
+                                     packing.read_class_index(CLASS_INDEX))
+    rec = packing.pack_split("val", photo_rec.data / "val", items, tmp_path, 1000, threads=2, resize=72)
     for _, encoded in records(rec).values():
         image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
         assert image.ndim == 3 and image.shape[2] == 3 and min(image.shape[:2]) == 72
@@ -141,7 +141,7 @@ def test_make_rec_rejects_bad_input(tmp_path, case, expected):
         for path in (data / "train" / "n01440764").iterdir():
             path.unlink()
     with pytest.raises(DataError, match=re.escape(expected)) as error:
-        make_rec.make_rec(data, tmp_path / "out", CLASS_INDEX, None if case.startswith("flat") else labels,
+        packing.make_rec(data, tmp_path / "out", CLASS_INDEX, None if case.startswith("flat") else labels,
                           threads=1)
     assert "\n" not in str(error.value)
 

@@ -17,7 +17,7 @@ import pytest
 
 import symbols
 from tools import export_onnx, make_rec, refine_bn
-from dpn_mxnet import checkpoint, cli, data
+from dpn_mxnet import checkpoint, cli, data, packing
 from train import train_imagenet
 
 from checkpoints import msra_params
@@ -250,7 +250,7 @@ def test_make_rec_refuses_an_image_it_cannot_decode(tmp_path):
     (folder / "broken.png").write_bytes(bytes(blob))
     with pytest.raises(data.DataError, match=r"1 unreadable image file\(s\) \(OpenCV cannot decode them\): "
                                              r"n01440764/broken.png$"):
-        make_rec.make_rec(tmp_path / "data", tmp_path / "out", make_rec.IMAGENET_CLASSES, threads=1)
+        packing.make_rec(tmp_path / "data", tmp_path / "out", packing.IMAGENET_CLASSES, threads=1)
     assert not (tmp_path / "out" / "train.rec").exists()
 
 

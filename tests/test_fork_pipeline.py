@@ -122,7 +122,7 @@ def test_an_undecodable_record_gives_a_one_line_error(tmp_path):
         writer.write_idx(key, mx.recordio.pack(mx.recordio.IRHeader(0, 0, 7 + key, 0), b"\xff\xd8 not an image"))
     writer.close()
     batches = data.train_iter(rec, 2, 32, threads=1, aug="fork")
-    with pytest.raises(data.DataError, match=r"^record id \d: the image cannot be decoded$"):
+    with pytest.raises(data.DataError, match=r"^%s: record id \d \(byte \d+\) is not a decodable image$" % rec):
         batches.next()
 
 

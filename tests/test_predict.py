@@ -9,7 +9,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from tools.make_rec import IMAGENET_CLASSES
+from dpn_mxnet.packing import IMAGENET_CLASSES
 from dpn_mxnet.sample_photos import sample_photo
 
 from conftest import REPO

@@ -23,7 +23,7 @@ import time
 import mxnet as mx
 import numpy as np
 
-from tools.make_rec import list_class_folders, pack_split
+from dpn_mxnet.packing import list_class_folders, pack_split
 from dpn_mxnet.sample_photos import NAMES, sample_photo
 from dpn_mxnet import cli, data
 

@@ -16,7 +16,7 @@ import numpy as np
 
 import symbols
 from dpn_mxnet import checkpoint, cli
-from dpn_mxnet.checks import UsageError, check_output_folder
+from dpn_mxnet.checks import check_output_folder
 
 
 def parse_args(argv=None):
@@ -87,7 +87,7 @@ def main(argv=None):
         spec = checkpoint.model_spec(ckpt, args.model, args.num_classes)
         size = args.size or spec.train_size
         graph, params = export(ckpt, spec, size, args.meanmax, args.batch_size, args.out)
-    except (checkpoint.CheckpointError, UsageError, ValueError) as err:
+    except (checkpoint.CheckpointError, ValueError) as err:
         sys.exit("error: %s" % err)
     report = {"onnx": args.out, "size": size, "meanmax": args.meanmax}
     if not args.no_check:

@@ -15,7 +15,7 @@ import pathlib
 
 import numpy as np
 
-from tools.make_rec import make_rec
+from dpn_mxnet.packing import make_rec
 from dpn_mxnet import cli
 from dpn_mxnet.data import DataError, check_rec
 

@@ -19,7 +19,7 @@ import numpy as np
 
 import symbols
 from dpn_mxnet import checkpoint, cli, data
-from dpn_mxnet.checks import UsageError, check_output_folder
+from dpn_mxnet.checks import check_output_folder
 
 
 def parse_args(argv=None):
@@ -105,7 +105,7 @@ def main(argv=None):
         checkpoint.save(out_prefix, args.epoch, symbol, ckpt.arg_params, aux_params)
         if ckpt.info:
             checkpoint.save_model_info(out_prefix, ckpt.info)
-    except (checkpoint.CheckpointError, data.DataError, UsageError) as err:
+    except (checkpoint.CheckpointError, data.DataError, ValueError) as err:
         sys.exit("error: %s" % err)
     if skipped:
         print("skipped %d undecodable records of %s (--bad-records skip; each named above)"
