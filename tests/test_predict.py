@@ -74,14 +74,14 @@ def test_text_output_and_class_numbers_file(released, photos, tmp_path):
     assert line.startswith("%s: " % photos[0]) and line.count("(c") == 2
 
 
-@pytest.mark.parametrize("make_input, options, message", [
-    (lambda tmp: tmp / "missing.jpg", [], "missing.jpg: no such image file"),
-    (lambda tmp: (tmp / "notes.jpg").write_text("not a picture") and tmp / "notes.jpg", [],
+@pytest.mark.parametrize("make_input, options, status, message", [
+    (lambda tmp: tmp / "missing.jpg", [], 1, "missing.jpg: no such image file"),
+    (lambda tmp: (tmp / "notes.jpg").write_text("not a picture") and tmp / "notes.jpg", [], 1,
      "notes.jpg: not an image MXNet can decode"),
-    (lambda tmp: sample_photo("chelsea.png"), ["--gpus", "0,x"], "--gpus: expected comma-separated GPU ids"),
-    (lambda tmp: sample_photo("chelsea.png"), ["--size", "16"], "too small for this DPN: it needs at least 32 px"),
+    (lambda tmp: sample_photo("chelsea.png"), ["--gpus", "0,x"], 2, "--gpus: expected comma-separated GPU ids"),
+    (lambda tmp: sample_photo("chelsea.png"), ["--size", "16"], 1, "too small for this DPN: it needs at least 32 px"),
 ])
-def test_bad_input_gives_one_line_error(released, tmp_path, make_input, options, message):
+def test_bad_input_gives_one_line_error(released, tmp_path, make_input, options, status, message):
     done = predict("--prefix", released[0], make_input(tmp_path), *options)
-    assert done.returncode == 1
+    assert done.returncode == status  # 2: a usage error, found before any work
     assert message in done.stderr and "Traceback" not in done.stderr
