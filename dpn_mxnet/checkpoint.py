@@ -1,9 +1,11 @@
 """Checkpoints: atomic writes, our own and the authors' released files, and one-line errors when they do not fit.
 
 Layout under a prefix P (the MXNet convention, so ``mx.model.load_checkpoint`` reads ours too):
-``P-symbol.json``, ``P-NNNN.params`` (keys ``arg:``/``aux:``), ``P-NNNN.states`` (optimizer) and, for ours,
-``P-model.json`` (network configuration, classes, classifier name, training size). Each file is written to a
-temporary name and renamed, and the .params file comes last, so an epoch whose .params exists is complete.
+``P-symbol.json``, ``P-NNNN.params`` (keys ``arg:``/``aux:``, float32), ``P-NNNN.states`` (optimizer) and, for
+ours, ``P-model.json`` (network configuration, classes, classifier name, training size), ``P-NNNN.recipe.json``
+(``train.recipe``: how the run was made) and ``P-metrics.jsonl`` (one epoch summary per line). Each file is
+written to a temporary name and renamed, and the .params file comes last, so an epoch whose .params exists is
+complete.
 """
 import glob
 import json
@@ -12,8 +14,10 @@ import re
 from dataclasses import dataclass
 
 import mxnet as mx
+import numpy as np
 
 import symbols
+from dpn_mxnet.recipe import load as read_recipe
 
 from .checks import describe_error
 
@@ -36,6 +40,14 @@ def symbol_path(prefix):
 
 def model_path(prefix):
     return "%s-model.json" % prefix
+
+
+def recipe_path(prefix, epoch):
+    return "%s-%04d.recipe.json" % (prefix, epoch)
+
+
+def metrics_path(prefix):
+    return "%s-metrics.jsonl" % prefix
 
 
 _TEMPORARY = re.compile(r"\.tmp-(\d+)$")
@@ -96,14 +108,81 @@ def load_model_info(prefix):
         return None
 
 
-def save(prefix, epoch, symbol, arg_params, aux_params, save_states=None):
-    """Write symbol, optimizer states (``save_states(path)``, optional) and params, each atomically."""
+def save(prefix, epoch, symbol, arg_params, aux_params, save_states=None, recipe=None, metrics=None):
+    """Write symbol, optimizer states (``save_states(path)``, optional), the recipe and the epoch's metrics
+    (optional) and the params, each atomically, the params last."""
     atomic_write(symbol_path(prefix), symbol.save)
     if save_states is not None:
         atomic_write(states_path(prefix, epoch), save_states)
+    if recipe is not None:
+        atomic_write(recipe_path(prefix, epoch), lambda tmp: _write_json(tmp, recipe))
+    if metrics is not None:
+        write_metrics(prefix, metrics)
     saved = {"arg:" + k: v.as_in_context(mx.cpu()) for k, v in arg_params.items()}
     saved.update({"aux:" + k: v.as_in_context(mx.cpu()) for k, v in aux_params.items()})
     atomic_write(params_path(prefix, epoch), lambda tmp: mx.nd.save(tmp, saved))
+
+
+def float32_params(params, masters=None):
+    """``params`` as a checkpoint holds them: float32 everywhere, a float16 tensor replaced by its float32 master
+    copy from ``masters`` ({name: array}, multi-precision SGD's) where there is one, else cast."""
+    masters = masters or {}
+    return {name: masters[name].copy() if name in masters else value.astype("float32") if value.dtype != np.float32
+            else value for name, value in params.items()}
+
+
+def _write_json(path, value):
+    with open(path, "w") as f:
+        json.dump(value, f, indent=1, sort_keys=True)
+
+
+def load_recipe(prefix, epoch):
+    """The recipe saved with epoch ``epoch`` (``train.recipe.load``), or None for checkpoints written without one."""
+    path = recipe_path(prefix, epoch)
+    return read_recipe(path) if os.path.isfile(path) else None
+
+
+def read_metrics(path):
+    """The epoch summaries of a ``P-metrics.jsonl`` file, in epoch order (an empty list if there is none)."""
+    try:
+        with open(path) as f:
+            return sorted((json.loads(line) for line in f if line.strip()), key=lambda s: s["epoch"])
+    except FileNotFoundError:
+        return []
+
+
+def write_metrics(prefix, summary=None, through=None):
+    """Record ``summary`` (a dict with its ``epoch``) in ``P-metrics.jsonl`` after the lines of the epochs before
+    it; lines of later epochs (left by the run that a resumed run replaces) are dropped, as are, with
+    ``through`` and no summary, the lines after epoch ``through``. The whole file is rewritten to a temporary file
+    and renamed, like every checkpoint file: readers see whole lines only, and dropping lines needs a rewrite
+    anyway (the file holds one short line per epoch)."""
+    last = summary["epoch"] - 1 if summary is not None else through
+    kept = [s for s in read_metrics(metrics_path(prefix)) if s["epoch"] <= last] + ([summary] if summary else [])
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(s) + "\n" for s in kept)
+    atomic_write(metrics_path(prefix), write)
+
+
+def apply_retention(prefix, keep_last, keep_every):
+    """Delete what the retention keeps no longer: the last ``keep_last`` saved epochs keep .params, .states and
+    recipe (0: every epoch keeps them); of the older ones, every ``keep_every``-th epoch keeps its .params and
+    recipe (0: none). The .params goes first, so a cut-short deletion never leaves an epoch that looks complete
+    without its states. Returns the paths deleted."""
+    epochs = available_epochs(prefix)
+    older = epochs[:-keep_last] if keep_last else []
+    deleted = []
+    for epoch in older:
+        kept_params = keep_every and epoch % keep_every == 0
+        paths = [states_path(prefix, epoch)] if kept_params else [
+            params_path(prefix, epoch), states_path(prefix, epoch), recipe_path(prefix, epoch)]
+        for path in paths:
+            if os.path.exists(path):
+                os.remove(path)
+                deleted.append(path)
+    return deleted
 
 
 def available_epochs(prefix):

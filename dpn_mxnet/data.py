@@ -297,17 +297,21 @@ def _check_augmentation(image_size, min_area, max_area, aspect, hsl):
 
 def train_iter(rec, batch_size, image_size, num_parts=1, part_index=0, batches_per_epoch=None, threads=4, seed=0,
                aug="stock", min_area=MIN_AREA, max_area=MAX_AREA, aspect=ASPECT, hsl=HSL, mirror=True):
-    """Shuffled training batches of part ``part_index`` of ``num_parts`` with the authors' augmentation.
+    """Shuffled training batches of part ``part_index`` of ``num_parts`` with the authors' augmentation, as an
+    ``EpochBatches``: epoch e (``start_epoch(e)``) is a pure function of (seed, part_index, e), whatever ran
+    before it and however many decode threads run.
 
     aug="stock": ``mx.io.ImageRecordIter`` with ``threads`` decode threads (at most ``record_iter_threads()``,
     MXNet's cap): random resized crop (area
     a ~ U[min_area, max_area] of the image and aspect w/h ~ U[aspect], inverted with probability 1/2, drawn up to
     ten times until the crop fits, else an unscaled centre crop), bicubic, random mirror, HSL jitter,
-    normalisation; ``seed`` seeds its shuffle.
+    normalisation. A new ImageRecordIter serves each pass, its shuffle ``seed`` and ``seed_aug`` drawn from
+    ``pass_key``; MXNet reseeds the augmentation of every record with ``seed_aug`` + its slot in the batch, so
+    within one pass the slots of every batch repeat their draws (docs/determinism.md).
     aug="fork": the crop geometry of the authors' fork (see ``ForkAugmenter``), computed in ``threads`` worker
     threads (``fork_pipeline.ForkRecordIter``; threads, not processes: forking a process that already runs MXNet
-    and OpenCV threads can hang the children), the same parts; ``seed`` seeds shuffle and augmentation.
-    With ``batches_per_epoch`` the iterator is a ``mx.io.ResizeIter`` of exactly that many batches per epoch.
+    and OpenCV threads can hang the children), the same parts; every sample draws from its own generator.
+    With ``batches_per_epoch`` an epoch has exactly that many batches, else one pass over the part.
     """
     if aug not in AUGMENTATIONS:
         raise DataError("aug must be one of %s, got %r" % (", ".join(AUGMENTATIONS), aug))
@@ -323,19 +327,78 @@ def train_iter(rec, batch_size, image_size, num_parts=1, part_index=0, batches_p
         raise DataError("%s: %d records in %d parts give a part of %d records, fewer than the batch of %d"
                         % (rec, total, num_parts, min(shard), batch_size))
     if aug == "stock":
-        batches = record_iter(
+        options = dict(
             path_imgrec=rec, path_imgidx=idx, data_shape=(3, image_size, image_size), batch_size=batch_size,
-            num_parts=num_parts, part_index=part_index, shuffle=True, seed=seed, preprocess_threads=threads,
+            num_parts=num_parts, part_index=part_index, shuffle=True, preprocess_threads=threads,
             random_resized_crop=True, min_random_area=min_area, max_random_area=max_area,
             min_aspect_ratio=aspect[0], max_aspect_ratio=aspect[1], rand_mirror=mirror,
             random_h=hsl[0], random_s=hsl[1], random_l=hsl[2], inter_method=BICUBIC, verbose=False,
             **_normalisation())
+
+        def new_pass(key):
+            shuffle_seed, aug_seed = record_iter_seeds(key)
+            return record_iter(seed=shuffle_seed, seed_aug=aug_seed, **options)
     else:
         augmenter = ForkAugmenter(image_size, min_area, max_area, aspect, hsl, mirror)
         keys = keys_in_file_order(rec)[part_index * shard[0]:][:shard[part_index]]
         from dpn_mxnet.fork_pipeline import ForkRecordIter  # it imports this module
-        batches = ForkRecordIter(rec, keys, augmenter, batch_size, image_size, threads, seed)
-    return mx.io.ResizeIter(batches, batches_per_epoch) if batches_per_epoch else batches
+        threaded = ForkRecordIter(rec, keys, augmenter, batch_size, image_size, threads)
+
+        def new_pass(key):
+            threaded.start(key)
+            return threaded
+    descs = ([mx.io.DataDesc("data", (batch_size, 3, image_size, image_size))],
+             [mx.io.DataDesc("softmax_label", (batch_size,))])
+    return EpochBatches(new_pass, (seed, part_index), batch_size, *descs, batches_per_epoch)
+
+
+def pass_key(seed, part, epoch, repeat=0):
+    """The entropy of one pass over a part: the seed, the part (a worker's rank), the epoch and, for a part that
+    an epoch runs through more than once, the repeat."""
+    return (seed, part, epoch, repeat)
+
+
+def record_iter_seeds(key):
+    """(shuffle seed, augmentation seed) of ImageRecordIter for the pass ``key``: two 31-bit integers (its C++
+    parameters are ints)."""
+    return tuple(int(s) & 0x7FFFFFFF for s in np.random.SeedSequence(key).generate_state(2))
+
+
+class EpochBatches(mx.io.DataIter):
+    """Training batches whose epoch e is a pure function of (seed, part, e): ``start_epoch(e)`` begins it from any
+    state, so a resumed run continues with the epoch after its checkpoint instead of replaying the first;
+    ``reset()`` begins the next epoch. An epoch has ``batches_per_epoch`` batches (None: one pass): a part that
+    ends sooner starts another pass of the same epoch (repeat 1, 2, ...), a longer one stops early.
+    ``new_pass(key)`` returns an iterator over one shuffled pass drawn from ``pass_key``."""
+
+    def __init__(self, new_pass, stream, batch_size, provide_data, provide_label, batches_per_epoch=None):
+        super().__init__(batch_size)
+        self.provide_data, self.provide_label = provide_data, provide_label
+        self._new_pass, self._stream, self._per_epoch = new_pass, stream, batches_per_epoch
+        self.epoch, self._pass = -1, None
+        self.reset()
+
+    def start_epoch(self, epoch):
+        self.epoch, self._repeat, self._count, self._pass = epoch, 0, 0, None
+
+    def reset(self):
+        self.start_epoch(self.epoch + 1)
+
+    def next(self):
+        if self._per_epoch is not None and self._count >= self._per_epoch:
+            raise StopIteration
+        if self._pass is None:  # built on first use: a pass already under way may read and decode ahead
+            self._pass = self._new_pass(pass_key(*self._stream, self.epoch, self._repeat))
+        try:
+            batch = self._pass.next()
+        except StopIteration:
+            if self._per_epoch is None:
+                raise
+            self._repeat += 1
+            self._pass = self._new_pass(pass_key(*self._stream, self.epoch, self._repeat))
+            batch = self._pass.next()
+        self._count += 1
+        return batch
 
 
 class ForkAugmenter:
@@ -401,15 +464,15 @@ def hsl_jitter(bgr, offsets):
     return cv2.cvtColor(cv2.LUT(cv2.cvtColor(bgr, cv2.COLOR_BGR2HLS), table), cv2.COLOR_HLS2BGR)
 
 
-def sample_rng(seed, epoch, position):
-    """The generator of one training sample's random draws: a function of the seed, the pass and the sample's
-    position in that pass alone, so that batches depend neither on thread scheduling nor on where a run resumed."""
-    return np.random.default_rng([seed, epoch, position])
+def sample_rng(key, position):
+    """The generator of one training sample's random draws: a function of its pass (``pass_key``) and its position
+    in that pass alone, so that batches depend neither on thread scheduling nor on where a run resumed."""
+    return np.random.default_rng([*key, position])
 
 
-def pass_order(keys, seed, epoch):
-    """The shuffled order of ``keys`` in pass ``epoch``."""
-    return np.random.default_rng([seed, epoch]).permutation(keys).tolist()
+def pass_order(keys, key):
+    """The shuffled order of ``keys`` in the pass ``key`` (``pass_key``)."""
+    return np.random.default_rng(key).permutation(keys).tolist()
 
 
 # ---------------------------------------------------------------------------------------------------------------

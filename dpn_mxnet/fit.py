@@ -1,10 +1,12 @@
-"""The epoch loop: Module forward/backward/update, Speedometer, validation, an ``epoch-summary`` line per epoch."""
+"""The epoch loop: Module forward/backward/update, Speedometer, validation, an ``epoch-summary`` line per epoch
+(the same object that the checkpoint's metrics file records)."""
 import hashlib
 import json
 import logging
 import time
 
 import mxnet as mx
+import numpy as np
 
 from .evaluation import evaluate
 
@@ -24,11 +26,47 @@ def learning_rate_schedule(base_lr, batches_per_epoch, steps, factor, warmup_epo
 
 def weights_digest(module):
     """A short SHA-1 of all learned weights: equal on every worker of a healthy dist_sync job."""
+    return _digest(module.get_params()[:1], None)
+
+
+def state_digest(module):
+    """A short SHA-1 of the whole training state, what a checkpoint restores: weights, BN moving statistics and
+    the optimizer's state (momentum, float32 master weights). Each worker of a dist_sync job keeps the BN
+    statistics of its own data, so this one differs between workers; rank 0's is the checkpoint's."""
+    return _digest(module.get_params(), getattr(module, "_updater", None))  # Module keeps its optimizer there
+
+
+def _digest(param_dicts, updater):
     digest = hashlib.sha1()
-    arg_params, _ = module.get_params()
-    for name in sorted(arg_params):
-        digest.update(arg_params[name].asnumpy().tobytes())
+    for params in param_dicts:
+        for name in sorted(params):
+            digest.update(name.encode())
+            digest.update(params[name].asnumpy().tobytes())
+    for index in sorted(updater.states if updater is not None else ()):
+        for state in _flat(updater.states[index]):
+            digest.update(state.asnumpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def _flat(state):
+    """The NDArrays of one optimizer state (None, an NDArray or nested tuples of them)."""
+    if isinstance(state, (tuple, list)):
+        return [array for item in state for array in _flat(item)]
+    return [] if state is None else [state]
+
+
+def master_weights(module):
+    """{name: float32 master copy} of the float16 weights that multi-precision SGD keeps (its state is
+    (momentum, master copy), one per weight and device; the first device's is taken)."""
+    updater = getattr(module, "_updater", None)
+    if updater is None:
+        return {}
+    masters = {}
+    for number, name in enumerate(module._exec_group.param_names):
+        state = updater.states.get(number * len(module._context))
+        if isinstance(state, tuple) and state[-1] is not None and state[-1].dtype == np.float32:
+            masters[name] = state[-1]
+    return masters
 
 
 def train_metrics(num_classes):
@@ -47,27 +85,32 @@ def fit(module, train_batches, val_batches, begin_epoch, num_epoch, save, log_ev
         logger=logging):
     """Train ``module`` (bound, initialised, with its optimizer) from ``begin_epoch`` to ``num_epoch``.
 
-    ``save(epochs_done)`` is called after every epoch (it decides what to write); ``lr_of(epochs_done)`` reports
-    the learning rate for the summary. ``val_batches`` may be None (no validation, e.g. on ranks > 0).
+    ``train_batches`` is an ``EpochBatches`` (or has its ``start_epoch``): epoch e's data does not depend on the
+    epochs before it. ``save(epochs_done, summary)`` is called after every epoch with the epoch's summary (it
+    decides what to write); ``lr_of(epochs_done)`` reports the learning rate for the summary. ``val_batches`` may
+    be None (no validation, e.g. on ranks > 0).
     """
     batch_size = train_batches.provide_data[0].shape[0]
     metric = train_metrics(module.output_shapes[0][1][1])
     speedometer = mx.callback.Speedometer(batch_size, log_every, auto_reset=False)
     for epoch in range(begin_epoch, num_epoch):
         metric.reset()
-        train_batches.reset()
+        train_batches.start_epoch(epoch)
         start, images = time.time(), 0
         for nbatch, batch in enumerate(train_batches):
             train_step(module, batch)
             module.update_metric(metric, batch.label)
             images += batch.data[0].shape[0] - batch.pad
             speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch + 1, eval_metric=metric, locals=None))
+        # oneDNN's BatchNorm backward updates the moving statistics, which MXNet's engine counts as read-only
+        # inputs of the backward: a read right after the last step could see them before that update
+        mx.nd.waitall()
         seconds = time.time() - start
         summary = {"epoch": epoch + 1, "train_images_per_second": round(images / seconds, 2),
                    "train_seconds": round(seconds, 1)}
         summary.update(("train_" + name.replace("top_k_accuracy_", "top").replace("accuracy", "top1"),
                         round(value, 5)) for name, value in metric.get_name_value())
-        summary["weights_sha1"] = weights_digest(module)
+        summary["weights_sha1"], summary["state_sha1"] = weights_digest(module), state_digest(module)
         if lr_of is not None:
             summary["learning_rate"] = float("%.6g" % lr_of(epoch + 1))
         if val_batches is not None:
@@ -75,4 +118,4 @@ def fit(module, train_batches, val_batches, begin_epoch, num_epoch, save, log_ev
             summary.update(val_top1_error=round(scores.top1_error, 3), val_top5_error=round(scores.top5_error, 3),
                            val_images=scores.count, val_images_per_second=round(scores.images_per_second, 2))
         logger.info("%s %s", SUMMARY_TAG, json.dumps(summary))
-        save(epoch + 1)
+        save(epoch + 1, summary)

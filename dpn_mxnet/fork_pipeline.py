@@ -2,7 +2,7 @@
 (simplejpeg; OpenCV for anything else), cropped and resized by OpenCV into per-thread buffers, then jittered,
 mirrored and normalised by ``fork_kernel`` straight into the batch, in worker threads.
 
-The random draws are ``data.ForkAugmenter.draw``'s, from ``data.sample_rng(seed, pass, position)``, and the pixels
+The random draws are ``data.ForkAugmenter.draw``'s, from ``data.sample_rng(key, position)``, and the pixels
 equal those of the straightforward implementation (tests/fork_reference.py) bit for bit, whatever the number of
 threads.
 """
@@ -125,11 +125,11 @@ def _seed_words(entropy):
     return words
 
 
-def pcg64_state(seed, pass_, position):
-    """The PCG64 (state, increment) of ``data.sample_rng(seed, pass_, position)``, without building the
-    SeedSequence, PCG64 and Generator objects that make numpy's route slow."""
+def pcg64_state(key, position):
+    """The PCG64 (state, increment) of ``data.sample_rng(key, position)``, without building the SeedSequence, PCG64
+    and Generator objects that make numpy's route slow."""
     entropy = []
-    for value in (seed, pass_, position):
+    for value in (*key, position):
         entropy.append(value & _M32)
         value >>= 32
         while value:
@@ -143,15 +143,15 @@ def pcg64_state(seed, pass_, position):
 
 
 class ShuffledPasses(mx.io.DataIter):
-    """The pass bookkeeping of the fork iterators: pass ``p`` visits ``keys`` in ``data.pass_order(keys, seed,
-    p)``, in ceil(len(keys) / batch) batches, the last one completed from the start of the pass (``pad`` rows, as
-    ImageRecordIter's round_batch); one batch is queued ahead. A subclass's ``_queue(pass, [(key, position), ...])``
-    starts a batch and returns (futures, state); ``_finish(state)`` gives its (data, label) once the futures are
-    done."""
+    """The pass bookkeeping of the fork iterators: ``start(key)`` begins the pass ``key`` (``data.pass_key``),
+    which visits ``keys`` in ``data.pass_order(keys, key)``, in ceil(len(keys) / batch) batches, the last one
+    completed from the start of the pass (``pad`` rows, as ImageRecordIter's round_batch); one batch is queued
+    ahead. A subclass's ``_queue(key, [(record key, position), ...])`` starts a batch and returns (futures,
+    state); ``_finish(state)`` gives its (data, label) once the futures are done."""
 
-    def __init__(self, keys, batch_size, image_size, seed):
+    def __init__(self, keys, batch_size, image_size):
         super().__init__(batch_size)
-        self._keys, self._seed, self._pass = list(keys), seed, -1
+        self._keys, self._key = list(keys), None
         self._pending, self._order, self._queued = collections.deque(), [], 0
         self.provide_data = [mx.io.DataDesc("data", (batch_size, 3, image_size, image_size))]
         self.provide_label = [mx.io.DataDesc("softmax_label", (batch_size,))]
@@ -161,17 +161,19 @@ class ShuffledPasses(mx.io.DataIter):
         if start >= len(self._order):
             return
         samples = [(self._order[p % len(self._order)], p) for p in range(start, start + self.batch_size)]
-        self._pending.append((*self._queue(self._pass, samples), max(0, start + self.batch_size - len(self._order))))
+        self._pending.append((*self._queue(self._key, samples), max(0, start + self.batch_size - len(self._order))))
         self._queued += 1
 
-    def reset(self):
+    def start(self, key):
         for futures, _, _ in self._pending:
             for future in futures:
                 future.cancel()
         self._pending.clear()
-        self._pass += 1
-        self._order, self._queued = data.pass_order(self._keys, self._seed, self._pass), 0
+        self._key, self._order, self._queued = key, data.pass_order(self._keys, key), 0
         self._queue_batch()
+
+    def reset(self):
+        self.start(self._key)
 
     def next(self):
         if not self._pending:
@@ -188,19 +190,18 @@ class ShuffledPasses(mx.io.DataIter):
 class ForkRecordIter(ShuffledPasses):
     """Batches of ``augmenter`` (a ``data.ForkAugmenter``) over ``keys`` of a .rec, shuffled every pass (see
     ``ShuffledPasses``), computed by ``threads`` worker threads; all the work of a sample, its generator
-    included (in the state of ``data.sample_rng(seed, p, position)`` for position ``position`` of pass ``p``),
+    included (in the state of ``data.sample_rng(key, position)`` for position ``position`` of pass ``key``),
     runs on a worker.
 
     Every batch is written into arrays allocated for it alone and handed to MXNet without a copy
     (``mx.nd.from_numpy``, which keeps the array alive and read-only): nothing writes to a batch once it is out."""
 
-    def __init__(self, rec, keys, augmenter, batch_size, image_size, threads, seed):
-        super().__init__(keys, batch_size, image_size, seed)
+    def __init__(self, rec, keys, augmenter, batch_size, image_size, threads):
+        super().__init__(keys, batch_size, image_size)
         self._rec, self._records = os.fspath(rec), MappedRecords(rec)
         self._augmenter, self._size = augmenter, image_size
         self._workers = concurrent.futures.ThreadPoolExecutor(threads)
         self._scratch = threading.local()
-        self.reset()
 
     def _scratchpad(self):
         """This thread's resize target, kernel scratch rows and random generator."""
@@ -212,20 +213,20 @@ class ForkRecordIter(ShuffledPasses):
             scratch.rng = np.random.Generator(scratch.bits)
         return scratch
 
-    def _sample_rng(self, pass_, position):
-        """This thread's generator, set to the state of ``data.sample_rng(seed, pass_, position)``."""
+    def _sample_rng(self, key, position):
+        """This thread's generator, set to the state of ``data.sample_rng(key, position)``."""
         scratch = self._scratchpad()
-        state, increment = pcg64_state(self._seed, pass_, position)
+        state, increment = pcg64_state(key, position)
         scratch.bits.state = {"bit_generator": "PCG64", "state": {"state": state, "inc": increment},
                               "has_uint32": 0, "uinteger": 0}
         return scratch.rng
 
-    def _sample(self, key, pass_, position, out, labels, row):
-        rng = self._sample_rng(pass_, position)
-        header, encoded = mx.recordio.unpack(self._records.read(key))
+    def _sample(self, record, key, position, out, labels, row):
+        rng = self._sample_rng(key, position)
+        header, encoded = mx.recordio.unpack(self._records.read(record))
         image = decode_bgr(encoded)
         if image is None:
-            raise data.DataError(data.undecodable(self._rec, header.id, self._records.offset(key)))
+            raise data.DataError(data.undecodable(self._rec, header.id, self._records.offset(record)))
         (left, top, width, height), offsets, mirror = self._augmenter.draw(*image.shape[:2], rng)
         scratch = self._scratchpad()
         cv2.resize(image[top:top + height, left:left + width], (self._size, self._size), dst=scratch.crop,
@@ -233,11 +234,11 @@ class ForkRecordIter(ShuffledPasses):
         fork_kernel.augment_into(scratch.crop, offsets, mirror, out[row], scratch.rows)
         labels[row] = header.label if header.flag == 0 else header.label[0]
 
-    def _queue(self, pass_, samples):
+    def _queue(self, key, samples):
         out = np.empty((self.batch_size, 3, self._size, self._size), np.float32)
         labels = np.empty(self.batch_size, np.float32)
-        futures = [self._workers.submit(self._sample, key, pass_, position, out, labels, row)
-                   for row, (key, position) in enumerate(samples)]
+        futures = [self._workers.submit(self._sample, record, key, position, out, labels, row)
+                   for row, (record, position) in enumerate(samples)]
         return futures, (out, labels)
 
     def _finish(self, state):

@@ -38,24 +38,23 @@ def fork_sample(augmenter, record, rng):
 class ThreadedRecordIter(ShuffledPasses):
     """Batches of ``fork_sample`` over ``keys`` of a .rec, shuffled every pass as the library's iterator
     (``fork_pipeline.ShuffledPasses``), from per-sample futures of ``threads`` worker threads; sample ``position``
-    of pass ``p`` draws from ``data.sample_rng(seed, p, position)``, made on the calling thread."""
+    of pass ``key`` draws from ``data.sample_rng(key, position)``, made on the calling thread."""
 
-    def __init__(self, rec, keys, augmenter, batch_size, image_size, threads, seed):
-        super().__init__(keys, batch_size, image_size, seed)
+    def __init__(self, rec, keys, augmenter, batch_size, image_size, threads):
+        super().__init__(keys, batch_size, image_size)
         rec, idx = data.rec_paths(rec)
         self._reader, self._lock = mx.recordio.MXIndexedRecordIO(idx, rec, "r"), threading.Lock()
         self._augmenter = augmenter
         self._workers = concurrent.futures.ThreadPoolExecutor(threads)
-        self.reset()
 
     def _sample(self, key, rng):
         with self._lock:
             record = self._reader.read_idx(key)
         return fork_sample(self._augmenter, record, rng)
 
-    def _queue(self, pass_, samples):
-        futures = [self._workers.submit(self._sample, key, data.sample_rng(self._seed, pass_, position))
-                   for key, position in samples]
+    def _queue(self, key, samples):
+        futures = [self._workers.submit(self._sample, record, data.sample_rng(key, position))
+                   for record, position in samples]
         return futures, futures
 
     def _finish(self, futures):

@@ -43,9 +43,15 @@ def colour_rec(tmp_path_factory):
 
 
 def draw(rec, size, count=DRAWS, **options):
-    """``count`` augmented, normalised images (N, 3, S, S)."""
-    batches = data.train_iter(rec, 40, size, threads=1, batches_per_epoch=count // 40, **options)
-    return np.concatenate([batch.data[0].asnumpy() for batch in batches])
+    """``count`` augmented, normalised images (N, 3, S, S): one batch of 40 from each of count / 40 epochs (with
+    ``seed_aug``, ImageRecordIter repeats its draws per slot in every batch of a pass, so the batches of one epoch
+    of 40 copies of one image are all the same)."""
+    batches = data.train_iter(rec, 40, size, threads=1, batches_per_epoch=1, **options)
+    images = []
+    for epoch in range(count // 40):
+        batches.start_epoch(epoch)
+        images += [batch.data[0].asnumpy() for batch in batches]
+    return np.concatenate(images)
 
 
 def rgb(images):

@@ -22,10 +22,10 @@ def test_reduced_demo_writes_everything_and_learns(tmp_path):
     digits = out / "digits"
     assert data.num_records(digits / "train.rec") + data.num_records(digits / "val.rec") == 400
     prefix = str(out / "dpn-digits")
-    assert checkpoint.available_epochs(prefix) == list(range(1, 7))
+    assert checkpoint.available_epochs(prefix) == [4, 5, 6]  # the default retention: the last 3
     assert (out / "dpn-digits-symbol.json").is_file() and (out / "dpn-digits-0006.states").is_file()
-    log = (out / "dpn-digits-train.log").read_text()
-    assert log.count("epoch-summary") == 6
+    metrics = checkpoint.read_metrics(checkpoint.metrics_path(prefix))
+    assert [s["epoch"] for s in metrics] == list(range(1, 7)) and metrics[-1] == summary["last_epoch"]
 
     at_training_size, meanmax = summary["scores"]
     assert at_training_size["size"] == 32 and not at_training_size["meanmax"]

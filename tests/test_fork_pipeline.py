@@ -27,9 +27,15 @@ def arrays(batches, passes=2):
     return found
 
 
-def reference_batches(rec, size, seed, hsl=data.HSL):
-    augmenter = data.ForkAugmenter(size, hsl=hsl)
-    return arrays(ThreadedRecordIter(rec, data.keys_in_file_order(rec), augmenter, BATCH, size, 1, seed))
+def reference_batches(rec, size, seed, hsl=data.HSL, passes=2):
+    """The reference's batches of the passes of epochs 0, 1, ... (part 0 of 1), as ``arrays``."""
+    reference = ThreadedRecordIter(rec, data.keys_in_file_order(rec), data.ForkAugmenter(size, hsl=hsl), BATCH,
+                                   size, 1)
+    found = []
+    for epoch in range(passes):
+        reference.start(data.pass_key(seed, 0, epoch))
+        found += [(b.data[0].asnumpy(), b.label[0].asnumpy(), b.pad) for b in reference]
+    return found
 
 
 @pytest.mark.parametrize("seed, size", [(0, 64), (5, 224), (5, 60)])
@@ -121,12 +127,14 @@ def test_an_undecodable_record_gives_a_one_line_error(tmp_path):
 
 
 def test_sample_generators_take_the_state_of_data_sample_rng():
-    triples = [(0, 0, 0), (0, 5, 0), (1, 2, 3), (2**32 - 1, 2**32, 2**33 + 7), (2**70 + 3, 1, 2**96), (42, 7, 10**6)]
+    """(pass key, position) pairs; the keys as ``data.pass_key`` makes them, and longer values."""
+    samples = [((0, 0, 0, 0), 0), ((0, 1, 5, 0), 0), ((1, 0, 2, 1), 3), ((2**32 - 1, 2**32, 3, 0), 2**33 + 7),
+               ((2**70 + 3, 0, 1, 0), 2**96), ((42,), 10**6)]
     rng = np.random.default_rng(0)
-    triples += [tuple(int(v) for v in rng.integers(0, 2**31, 3)) for _ in range(200)]
-    for triple in triples:
-        state = data.sample_rng(*triple).bit_generator.state["state"]
-        assert fork_pipeline.pcg64_state(*triple) == (state["state"], state["inc"]), triple
+    samples += [(tuple(int(v) for v in rng.integers(0, 2**31, 4)), int(rng.integers(0, 2**31))) for _ in range(200)]
+    for key, position in samples:
+        state = data.sample_rng(key, position).bit_generator.state["state"]
+        assert fork_pipeline.pcg64_state(key, position) == (state["state"], state["inc"]), (key, position)
 
 
 def test_bench_io_times_both_fork_paths_against_the_limit():

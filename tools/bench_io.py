@@ -91,7 +91,9 @@ def reference_fork_iter(rec, batch, size, threads, batches, hsl):
     from fork_reference import ThreadedRecordIter
     keys = data.keys_in_file_order(rec)
     augmenter = data.ForkAugmenter(size, hsl=hsl)
-    return mx.io.ResizeIter(ThreadedRecordIter(rec, keys, augmenter, batch, size, threads, 0), batches)
+    reference = ThreadedRecordIter(rec, keys, augmenter, batch, size, threads)
+    reference.start(data.pass_key(0, 0, 0))
+    return mx.io.ResizeIter(reference, batches)
 
 
 def iterator_rate(rec, size, threads, batch, batches, aug, hsl):

@@ -73,12 +73,11 @@ def main(argv=None):
                    digits / "val.rec", "--size", size, "--json"] + (["--meanmax"] if meanmax else []), capture=True)
               for size, meanmax in ((SIZE, False), (args.test_size, True))]
     curves = out / "training-curves.png"
-    run([python, "tools/plot_log.py", str(prefix) + "-train.log", "-o", curves])
+    run([python, "tools/plot_log.py", checkpoint.metrics_path(str(prefix)), "-o", curves])
     onnx = run([python, "tools/export_onnx.py", "--model-prefix", prefix, "--load-epoch", args.epochs,
                 "-o", out / "dpn-digits.onnx"], capture=True)
 
-    last = [json.loads(line.split("epoch-summary", 1)[1])
-            for line in open(str(prefix) + "-train.log") if "epoch-summary" in line][-1]
+    last = checkpoint.read_metrics(checkpoint.metrics_path(str(prefix)))[-1]
     print("\n=== demo summary (%.0f s) ===" % (time.time() - start))
     print("data      %d train / %d val digit scans, %dx%d, packed to %s"
           % (data.num_records(digits / "train.rec"), data.num_records(digits / "val.rec"), SIZE, SIZE, digits))
@@ -89,8 +88,8 @@ def main(argv=None):
               % (row["size"], row["size"], " mean-max" if row["meanmax"] else "", 100 - row["top1_error"],
                  100 - row["top5_error"], row["images"], row["images_per_second"]))
     print("onnx      %s, max |logit difference| vs MXNet %.2e" % (onnx["onnx"], onnx["max_abs_logit_diff"]))
-    print("files     %s-{symbol.json,%04d.params,%04d.states,model.json,train.log}" % (prefix, args.epochs,
-                                                                                   args.epochs))
+    print("files     %s-{symbol.json,%04d.params,%04d.states,%04d.recipe.json,model.json,metrics.jsonl,train.log}"
+          % (prefix, args.epochs, args.epochs, args.epochs))
     print("          %s" % curves)
     os.makedirs(out, exist_ok=True)
     with open(out / "summary.json", "w") as f:

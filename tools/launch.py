@@ -17,7 +17,9 @@ On top of them the shim
 * checks every hostfile line (``host`` or ``host:port``; blank lines and ``#`` comments are skipped) with a
   non-interactive ssh before anything starts;
 * supervises every process of the job (``tools.supervisor``): the first non-zero exit prints one line naming the
-  role, host and kvstore rank, stops every other process, and the launcher exits 1 (0 when all exit 0).
+  role, host and kvstore rank, stops every other process, and the launcher exits 1 (0 when all exit 0);
+* with ``--max-restarts N``, relaunches a job that stopped on a failure up to N times, each time with
+  ``--resume auto`` on COMMAND (replacing any --resume given), and prints one line per restart.
 """
 import argparse
 import fcntl
@@ -67,7 +69,17 @@ def build_parser():
                         help="address the scheduler binds and every process connects to; 'auto' lets "
                              "dmlc_tracker pick a non-loopback address; the local launcher makes servers and "
                              "workers use it too")
+    parser.add_argument("--max-restarts", type=int, default=0, metavar="N",
+                        help="relaunch a job that failed up to N times, with --resume auto on COMMAND")
     return parser
+
+
+def resuming(launch_argv):
+    """``launch_argv`` with ``--resume auto`` on the command: appended, or in place of a --resume given."""
+    if "--resume" in launch_argv[:-1]:
+        at = launch_argv.index("--resume")
+        return launch_argv[:at + 1] + ["auto"] + launch_argv[at + 2:]
+    return [word for word in launch_argv if not word.startswith("--resume=")] + ["--resume", "auto"]
 
 
 def job_command(command, launcher):
@@ -232,8 +244,25 @@ def main(argv=None):
     if {"-h", "--help"} & set(launch_argv):
         parser.print_help()
         print()
+    if options.max_restarts < 0:
+        print("%s: error: --max-restarts must be 0 or more, got %d" % (PROGRAM, options.max_restarts), file=sys.stderr)
+        return 2
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     signal.signal(signal.SIGTERM, _interrupt)
+    status = launch_once(options, launch_argv)
+    for restart in range(1, options.max_restarts + 1):
+        if status != 1:  # 0: done; 2: bad input; 128 + N: interrupted by signal N
+            break
+        print("%s: restart %d of %d: relaunching the job with --resume auto" % (PROGRAM, restart,
+                                                                             options.max_restarts),
+              file=sys.stderr, flush=True)
+        launch_argv = resuming(launch_argv)
+        status = launch_once(options, launch_argv)
+    return status
+
+
+def launch_once(options, launch_argv):
+    """Run the job once under a new supervisor; returns the launcher's exit status."""
     supervisor = Supervisor(PROGRAM)
     with tempfile.TemporaryDirectory(prefix="launch-") as scratch:
         try:

@@ -1,11 +1,10 @@
-"""Draw a training log's per-epoch accuracy and speed as a PNG.
+"""Draw a training run's per-epoch accuracy, loss, learning rate and speed as a PNG.
 
-    python tools/plot_log.py checkpoints/dpn92-train.log -o curves.png
+    python tools/plot_log.py checkpoints/dpn92-metrics.jsonl -o curves.png
 
-Reads the ``epoch-summary`` lines that train/train_imagenet.py writes once per epoch (a resumed run appends
-to the same log; the latest line of each epoch wins).
+Reads the metrics file that train/train_imagenet.py writes beside its checkpoints (``P-metrics.jsonl``, one epoch
+summary per line; a resumed run replaces the epochs after its checkpoint).
 """
-import json
 import os
 import sys
 
@@ -14,53 +13,64 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
-from dpn_mxnet import cli  # noqa: E402
-from dpn_mxnet.fit import SUMMARY_TAG  # noqa: E402
+from dpn_mxnet import checkpoint, cli  # noqa: E402
 
 
-def read_summaries(path):
-    """{epoch: summary dict} from a training log."""
-    epochs = {}
-    with open(path) as f:
-        for line in f:
-            if SUMMARY_TAG in line:
-                summary = json.loads(line.split(SUMMARY_TAG, 1)[1])
-                epochs[summary["epoch"]] = summary
-    return dict(sorted(epochs.items()))
+def rate_steps(summaries):
+    """The epochs after which the learning rate changed (the summary's rate is the one at the epoch's end)."""
+    return [a["epoch"] for a, b in zip(summaries, summaries[1:]) if a.get("learning_rate") != b.get("learning_rate")]
 
 
 def plot(summaries, out, title):
-    epochs = list(summaries)
-    fig, (acc, speed) = plt.subplots(1, 2, figsize=(11, 4))
-    acc.plot(epochs, [100 * s["train_top1"] for s in summaries.values()], "o-", label="train top-1")
-    validated = [e for e, s in summaries.items() if "val_top1_error" in s]
+    """Write the figure of ``summaries`` (epoch order) to ``out``; returns it."""
+    epochs = [s["epoch"] for s in summaries]
+    fig, (acc, loss, speed) = plt.subplots(1, 3, figsize=(15, 4))
+    acc.plot(epochs, [100 * s["train_top1"] for s in summaries], "o-", label="train top-1")
+    validated = [s for s in summaries if "val_top1_error" in s]
     if validated:
-        acc.plot(validated, [100 - summaries[e]["val_top1_error"] for e in validated], "o-", label="val top-1")
-        acc.plot(validated, [100 - summaries[e]["val_top5_error"] for e in validated], "o--", label="val top-5")
+        acc.plot([s["epoch"] for s in validated], [100 - s["val_top1_error"] for s in validated], "o-",
+                 label="val top-1")
+        acc.plot([s["epoch"] for s in validated], [100 - s["val_top5_error"] for s in validated], "o--",
+                 label="val top-5")
     acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    acc.grid(alpha=0.3)
     acc.legend()
-    speed.plot(epochs, [s["train_images_per_second"] for s in summaries.values()], "o-")
-    speed.set(xlabel="epoch", ylabel="img/s (this worker)", title="training speed")
-    speed.grid(alpha=0.3)
+
+    loss.plot(epochs, [s["train_cross-entropy"] for s in summaries], "o-", color="C3", label="training loss")
+    loss.set(xlabel="epoch", ylabel="cross-entropy", title="training loss and learning rate")
+    rate = loss.twinx()
+    rate.step(epochs, [s["learning_rate"] for s in summaries], where="post", color="C2", label="learning rate")
+    rate.set(ylabel="learning rate", yscale="log")
+    for step in rate_steps(summaries):
+        loss.axvline(step, color="C2", linestyle=":", alpha=0.7)
+    loss.legend(handles=loss.get_lines()[:1] + rate.get_lines(), loc="upper right")
+
+    speed.plot(epochs, [s["train_images_per_second"] for s in summaries], "o-")
+    speed.set(xlabel="epoch", ylabel="img/s (this worker)", title="training speed", ylim=(0, None))
+    for axes in (acc, loss, speed):
+        axes.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
+    return fig
 
 
 def main():
     parser = cli.ArgumentParser(__doc__)
-    parser.add_argument("log", help="training log written by train/train_imagenet.py")
-    parser.add_argument("-o", "--out", help="PNG to write (default: the log's name with .png)")
+    parser.add_argument("metrics", help="P-metrics.jsonl written by train/train_imagenet.py beside its checkpoints")
+    parser.add_argument("-o", "--out", help="PNG to write (default: the metrics file's name with .png)")
     args = parser.parse_args()
+    if not os.path.isfile(args.metrics):
+        sys.exit("error: %s: no such metrics file (train/train_imagenet.py writes P-metrics.jsonl)" % args.metrics)
     try:
-        summaries = read_summaries(args.log)
+        summaries = checkpoint.read_metrics(args.metrics)
     except OSError as err:
-        sys.exit("error: cannot read %s: %s" % (args.log, err.strerror))
+        sys.exit("error: cannot read %s: %s" % (args.metrics, err.strerror))
+    except (ValueError, KeyError):
+        sys.exit("error: %s is not a metrics file (one JSON epoch summary per line)" % args.metrics)
     if not summaries:
-        sys.exit("error: %s has no '%s' lines: is it a train_imagenet.py log?" % (args.log, SUMMARY_TAG))
-    out = args.out or args.log.rsplit(".", 1)[0] + ".png"
-    plot(summaries, out, os.path.basename(args.log))
+        sys.exit("error: %s holds no epochs yet" % args.metrics)
+    out = args.out or args.metrics.rsplit(".", 1)[0] + ".png"
+    plot(summaries, out, os.path.basename(args.metrics))
     print(out)
 
 

@@ -14,9 +14,9 @@ import traceback
 import mxnet as mx
 
 import symbols
-from dpn_mxnet import arrangement_policy, benchmarking, checkpoint, cli, data, devices
+from dpn_mxnet import arrangement_policy, benchmarking, checkpoint, cli, data, devices, recipe
 from dpn_mxnet.checks import UsageError, check_devices, check_launched, check_output_folder, check_positive, describe_error
-from dpn_mxnet.fit import fit, learning_rate_schedule, train_step
+from dpn_mxnet.fit import fit, learning_rate_schedule, master_weights, train_step
 from dpn_mxnet.launcher.supervisor import announce_rank
 
 # The paper's rate: 0.316 (sqrt 0.1) for a global batch of 1280, scaled linearly to the actual global batch.
@@ -72,7 +72,17 @@ def parse_args(argv=None):
     out = parser.add_argument_group("checkpoints and logs")
     out.add_argument("--model-prefix", help="checkpoint prefix (default: checkpoints/<network>)")
     out.add_argument("--save-period", type=int, default=1, help="save every N epochs (and after the last)")
-    out.add_argument("--resume", help="'auto' (last complete epoch under --model-prefix) or an epoch number")
+    out.add_argument("--resume", help="'auto' (last complete epoch under --model-prefix) or an epoch number: "
+                                      "weights, BN statistics, optimizer state and the recipe of that epoch, and "
+                                      "the data of the next one")
+    out.add_argument("--allow-recipe-change", action="store_true",
+                     help="let flags of a resuming command change the checkpoint's recipe (each change is logged)")
+    out.add_argument("--recipe", help="start a new run from a saved recipe (a P-NNNN.recipe.json); flags given "
+                                      "override it; a --resume that finds a checkpoint uses the checkpoint's")
+    out.add_argument("--keep-last", type=int, default=3,
+                     help="keep .params, .states and recipe of the last K saved epochs (0: of every epoch)")
+    out.add_argument("--keep-every", type=int, default=10,
+                     help="of the older epochs, keep the .params and recipe of every M-th epoch (0: none)")
     out.add_argument("--pretrained", help="initial weights: a .params file (ours or the authors'); tensors that "
                                           "do not fit, e.g. another classifier, are left to the initializer")
     out.add_argument("--disp-batches", type=int, default=20, help="log speed and metrics every N batches")
@@ -80,6 +90,20 @@ def parse_args(argv=None):
     out.add_argument("--benchmark", action="store_true", help="synthetic data: print img/s per node and exit")
     out.add_argument("--benchmark-batches", type=int, default=10, help="steps timed by --benchmark (median)")
     args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(word) for word in argv]
+    given = {action.dest for action in parser._actions
+             if any(word.split("=", 1)[0] in action.option_strings for word in argv)}
+    try:
+        args.lr_steps = [float(s) for s in args.lr_steps.split(",") if s.strip()]
+    except ValueError:
+        parser.error("--lr-steps: expected comma-separated epochs, got %r" % args.lr_steps)
+    args.name = args.network if args.network in symbols.VARIANTS else "dpn-custom"
+    args.model_prefix = args.model_prefix or os.path.join("checkpoints", args.name)
+    try:
+        args.begin_epoch = 0 if args.benchmark else resume_epoch(args)
+        apply_recipe(args, given)
+    except (UsageError, recipe.RecipeError) as err:
+        parser.error(str(err))
 
     try:
         args.config = symbols.resolve(args.network)
@@ -91,13 +115,10 @@ def parse_args(argv=None):
     if args.batch_size is None:
         args.batch_size = symbols.DEFAULT_BATCH.get(args.network, 32)
     args.kv_store = args.kv_store or ("device" if args.gpus else "local")
-    args.model_prefix = args.model_prefix or os.path.join("checkpoints", args.name)
-    try:
-        args.lr_steps = [float(s) for s in args.lr_steps.split(",") if s.strip()]
-    except ValueError:
-        parser.error("--lr-steps: expected comma-separated epochs, got %r" % args.lr_steps)
     if args.batch_size <= 0 or args.num_epochs <= 0 or args.save_period <= 0:
         parser.error("--batch-size, --num-epochs and --save-period must be positive")
+    if args.keep_last < 0 or args.keep_every < 0:
+        parser.error("--keep-last and --keep-every must be 0 or more")
     if not args.benchmark and not args.data_train:
         parser.error("--data-train is required (or --benchmark for synthetic data)")
     try:
@@ -116,6 +137,33 @@ def parse_args(argv=None):
         except UsageError as err:
             parser.exit(1, "error: %s\n" % err)
     return args
+
+
+# The flags that decide a run's result: its recipe, saved with every checkpoint and restored on --resume.
+RECIPE_FLAGS = ("network", "num_classes", "classifier", "size", "dtype", "arrangement", "data_train",
+                "data_val", "aug", "min_area", "max_area", "aspect", "hsl", "no_mirror", "kv_store", "batch_size",
+                "lr", "lr_steps", "lr_factor", "warmup_epochs", "mom", "wd", "seed", "pretrained", "bad_records")
+
+
+def apply_recipe(args, given):
+    """Fill the recipe flags the command did not give from the resumed checkpoint's recipe, else from --recipe;
+    a given flag that contradicts the checkpoint's recipe raises RecipeError (unless --allow-recipe-change).
+    Sets ``args.base_recipe`` and ``args.recipe_notes`` (lines to log)."""
+    args.base_recipe, args.recipe_notes = None, []
+    if args.begin_epoch:
+        source = "%s-%04d" % (args.model_prefix, args.begin_epoch)
+        args.base_recipe = checkpoint.load_recipe(args.model_prefix, args.begin_epoch)
+        if args.base_recipe is None:
+            args.recipe_notes.append("%s has no recipe (written before recipes): the command's flags apply" % source)
+    elif args.recipe:
+        source, args.base_recipe = args.recipe, recipe.load(args.recipe)
+    if args.base_recipe is None:
+        return
+    values = {name: getattr(args, name) for name in RECIPE_FLAGS}
+    merged, changes = recipe.merge(values, given, args.base_recipe["flags"], source,
+                                   args.allow_recipe_change or not args.begin_epoch)
+    vars(args).update(merged)
+    args.recipe_notes += ["recipe of %s, changed: %s" % (source, change) for change in changes]
 
 
 def resume_epoch(args):
@@ -179,7 +227,8 @@ def readable_data(args, kv, scratch, logger):
 
 
 def training_batches(args, kv, ctx, data_shape):
-    """The training iterator (sharded over workers, equal batch count on each) and its batches per epoch."""
+    """The training iterator (sharded over workers, equal batch count on each, every epoch a function of the seed,
+    the rank and the epoch) and its batches per epoch."""
     global_batch = args.batch_size * len(ctx)
     if args.benchmark:
         synthetic = mx.io.NDArrayIter(mx.nd.random.uniform(-2, 2, (global_batch,) + data_shape[1:]),
@@ -188,7 +237,7 @@ def training_batches(args, kv, ctx, data_shape):
     per_epoch = data.batches_per_epoch(data.num_records(args.data_train), kv.num_workers, global_batch)
     batches = data.train_iter(args.data_train, global_batch, args.size, num_parts=kv.num_workers,
                               part_index=kv.rank, batches_per_epoch=per_epoch, threads=args.data_nthreads,
-                              seed=args.seed + kv.rank, aug=args.aug, min_area=args.min_area,
+                              seed=args.seed, aug=args.aug, min_area=args.min_area,
                               max_area=args.max_area, aspect=tuple(args.aspect), hsl=tuple(args.hsl),
                               mirror=not args.no_mirror)
     return batches, per_epoch
@@ -241,6 +290,8 @@ def train(args, scratch, process):
         process["name"] = "worker rank %d of %d on %s" % (kv.rank, kv.num_workers,
                                                           os.environ.get("DMLC_NODE_HOST") or socket.gethostname())
     logger = setup_logging(args, kv.rank)
+    for note in args.recipe_notes:
+        logger.info("%s", note)
     ctx = args.contexts
     mx.random.seed(args.seed)  # every worker initialises identically
     os.environ.setdefault("MXNET_UPDATE_ON_KVSTORE", "0")  # optimizer on the workers: its states can be saved
@@ -249,21 +300,26 @@ def train(args, scratch, process):
     symbol = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.size, args.dtype,
                                 arrangement=arrangement)
     exact = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.size)
+    begin_epoch = args.begin_epoch
 
     if kv.rank == 0 and not args.benchmark:
         removed = checkpoint.remove_stale_temporaries(args.model_prefix)
         if removed:
             logger.info("removed %d temporary files of interrupted checkpoint writes under %s", removed,
                         args.model_prefix)
+    flags = {name: getattr(args, name) for name in RECIPE_FLAGS}  # the data paths as given, not skipping copies
     skipped = readable_data(args, kv, scratch, logger)
     train_batches, per_epoch = training_batches(args, kv, ctx, data_shape)
     val_batches = (data.val_iter(args.data_val, data_shape[0], args.size, threads=args.data_nthreads)
                    if args.data_val and kv.rank == 0 and not args.benchmark else None)
-    begin_epoch = 0 if args.benchmark else resume_epoch(args)
     arg_params, aux_params = initial_params(args, exact, data_shape, begin_epoch, logger)
 
     global_batch = data_shape[0] * (kv.num_workers if "dist" in args.kv_store else 1)
-    base_lr = args.lr if args.lr is not None else REFERENCE_LR * global_batch / REFERENCE_BATCH
+    if args.lr is None:
+        args.lr = REFERENCE_LR * global_batch / REFERENCE_BATCH
+    run_recipe = recipe.make(dict(flags, lr=args.lr), kv.num_workers, len(ctx))
+    check_world(args, run_recipe, logger)
+    base_lr = args.lr
     schedule = learning_rate_schedule(base_lr, per_epoch, args.lr_steps, args.lr_factor, args.warmup_epochs)
     logger.info("%s: %d classes, %dx%d, batch %d per device x %d devices x %d workers, lr %.5g, %d batches/epoch, "
                 "%s arrangement", args.name, args.num_classes, args.size, args.size, args.batch_size,
@@ -280,18 +336,30 @@ def train(args, scratch, process):
         optimizer_params["lr_scheduler"] = schedule
     module.init_optimizer(kvstore=kv if "dist" in args.kv_store or len(ctx) > 1 else None, optimizer="sgd",
                           optimizer_params=optimizer_params)
-    if begin_epoch and os.path.isfile(checkpoint.states_path(args.model_prefix, begin_epoch)):
-        module.load_optimizer_states(checkpoint.states_path(args.model_prefix, begin_epoch))
+    if begin_epoch:
+        states = checkpoint.states_path(args.model_prefix, begin_epoch)
+        if os.path.isfile(states):
+            module.load_optimizer_states(states)
+        else:
+            logger.warning("%s not found (not kept by the retention): the momentum starts from zero", states)
 
     if args.benchmark:
         benchmark(args, ctx, module, next(iter(train_batches)))
         return
 
-    def save(epochs_done):
-        if kv.rank == 0 and (epochs_done % args.save_period == 0 or epochs_done == args.num_epochs):
-            arg, aux = module.get_params()
-            checkpoint.save(args.model_prefix, epochs_done, exact, arg, aux, module.save_optimizer_states)
-            logger.info("saved %s", checkpoint.params_path(args.model_prefix, epochs_done))
+    def save(epochs_done, summary):
+        if kv.rank != 0:
+            return
+        if epochs_done % args.save_period and epochs_done != args.num_epochs:
+            checkpoint.write_metrics(args.model_prefix, summary)
+            return
+        arg, aux = module.get_params()
+        checkpoint.save(args.model_prefix, epochs_done, exact, checkpoint.float32_params(arg, master_weights(module)),
+                        checkpoint.float32_params(aux), module.save_optimizer_states,
+                        recipe=dict(run_recipe, epoch=epochs_done), metrics=summary)
+        logger.info("saved %s", checkpoint.params_path(args.model_prefix, epochs_done))
+        for path in checkpoint.apply_retention(args.model_prefix, args.keep_last, args.keep_every):
+            logger.info("retention: deleted %s", path)
 
     if kv.rank == 0:
         os.makedirs(os.path.dirname(os.path.abspath(args.model_prefix)), exist_ok=True)
@@ -300,10 +368,26 @@ def train(args, scratch, process):
             "num_classes": args.num_classes,
             "classifier": args.classifier or symbols.default_classifier(args.config, args.num_classes),
             "image_size": args.size})
+        checkpoint.write_metrics(args.model_prefix, through=begin_epoch)  # a resumed run replaces what followed
     fit(module, train_batches, val_batches, begin_epoch, args.num_epochs, save, args.disp_batches,
         lr_of=(lambda epochs: schedule(epochs * per_epoch)) if schedule else (lambda epochs: base_lr), logger=logger)
     if skipped:
         logger.warning("skipped %d undecodable records (--bad-records skip; each named above)", len(skipped))
+
+
+def check_world(args, run_recipe, logger):
+    """The resumed checkpoint's world size and devices per worker against this run's (a change alters the global
+    batch and the data shards): a UsageError, or logged with --allow-recipe-change."""
+    if not args.begin_epoch or args.base_recipe is None:
+        return
+    for key in ("world_size", "devices"):
+        old, new = args.base_recipe.get(key), run_recipe[key]
+        if old is not None and old != new:
+            if not args.allow_recipe_change:
+                raise UsageError("%s %d differs from the recipe of %s-%04d (%s %d); give "
+                                         "--allow-recipe-change to change it"
+                                         % (key, new, args.model_prefix, args.begin_epoch, key, old))
+            logger.info("recipe of %s-%04d, changed: %s: %d -> %d", args.model_prefix, args.begin_epoch, key, old, new)
 
 
 def benchmark(args, ctx, module, batch):
