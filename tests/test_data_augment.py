@@ -12,7 +12,7 @@ from PIL import Image
 from scipy import stats
 
 from dpn_mxnet.packing import pack_split
-from dpn_mxnet import data
+from dpn_mxnet import data, training_data
 
 from datasets import photo
 
@@ -46,7 +46,7 @@ def draw(rec, size, count=DRAWS, **options):
     """``count`` augmented, normalised images (N, 3, S, S): one batch of 40 from each of count / 40 epochs (with
     ``seed_aug``, ImageRecordIter repeats its draws per slot in every batch of a pass, so the batches of one epoch
     of 40 copies of one image are all the same)."""
-    batches = data.train_iter(rec, 40, size, threads=1, batches_per_epoch=1, **options)
+    batches = training_data.train_iter(rec, 40, size, threads=1, batches_per_epoch=1, **options)
     images = []
     for epoch in range(count // 40):
         batches.start_epoch(epoch)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from dpn_mxnet.packing import pack_split
 from dpn_mxnet.sample_photos import NAMES
-from dpn_mxnet import data
+from dpn_mxnet import data, training_data
 
 from datasets import photo
 
@@ -133,19 +133,19 @@ def test_ten_crop_iter_gives_centre_and_corner_crops_and_their_mirrors(photo_rec
 def test_shards_cover_the_records_exactly_once(ids_rec, num_parts):
     seen = []
     for part in range(num_parts):
-        labels, _ = delivered(data.train_iter(ids_rec, 2, 32, num_parts=num_parts, part_index=part, threads=1))
-        assert len(labels) == len(set(labels)) == data.shard_sizes(NUM_IDS, num_parts)[part]
+        labels, _ = delivered(training_data.train_iter(ids_rec, 2, 32, num_parts=num_parts, part_index=part, threads=1))
+        assert len(labels) == len(set(labels)) == training_data.shard_sizes(NUM_IDS, num_parts)[part]
         seen += labels
     assert sorted(seen) == list(range(NUM_IDS))
 
 
 @pytest.mark.parametrize("aug", data.AUGMENTATIONS)
 def test_every_worker_runs_the_same_number_of_batches(ids_rec, aug):
-    per_epoch = data.batches_per_epoch(data.num_records(ids_rec), 3, 2)
+    per_epoch = training_data.batches_per_epoch(data.num_records(ids_rec), 3, 2)
     assert per_epoch == 4  # floor(23 / 3) = 7 records in 2s, rounded up
     step = -(-NUM_IDS // 3)  # part p holds records [p * step, (p + 1) * step)
     for part in range(3):
-        batches = data.train_iter(ids_rec, 2, 32, num_parts=3, part_index=part, batches_per_epoch=per_epoch,
+        batches = training_data.train_iter(ids_rec, 2, 32, num_parts=3, part_index=part, batches_per_epoch=per_epoch,
                                   threads=1, aug=aug)
         for _ in range(3):
             batches.reset()
@@ -156,13 +156,13 @@ def test_every_worker_runs_the_same_number_of_batches(ids_rec, aug):
 
 def test_iterators_reject_bad_options(ids_rec):
     with pytest.raises(data.DataError, match="part of 0 records"):  # ceil(23 / 7) = 4 per part leaves none
-        data.train_iter(ids_rec, 2, 32, num_parts=7, part_index=6)
+        training_data.train_iter(ids_rec, 2, 32, num_parts=7, part_index=6)
     with pytest.raises(data.DataError, match="fewer than the batch of 16"):
-        data.train_iter(ids_rec, 16, 32, num_parts=2, part_index=0)
+        training_data.train_iter(ids_rec, 16, 32, num_parts=2, part_index=0)
     with pytest.raises(data.DataError, match="min_area <= max_area"):
-        data.train_iter(ids_rec, 2, 32, min_area=0.5, max_area=0.2)
+        training_data.train_iter(ids_rec, 2, 32, min_area=0.5, max_area=0.2)
     with pytest.raises(data.DataError, match="aug must be one of"):
-        data.train_iter(ids_rec, 2, 32, aug="torch")
+        training_data.train_iter(ids_rec, 2, 32, aug="torch")
     with pytest.raises(data.DataError, match="resize"):
         data.val_iter(ids_rec, 2, 64, resize=32)
 
@@ -202,7 +202,7 @@ def corrupted(ids_rec, tmp_path, how):
 def test_bad_record_files_give_one_line_errors(ids_rec, tmp_path, how, message):
     rec = corrupted(ids_rec, tmp_path, how)
     for check in (lambda: data.check_rec(rec, NUM_IDS), lambda: data.val_iter(rec, 2, 32),
-                  lambda: data.train_iter(rec, 2, 32)):
+                  lambda: training_data.train_iter(rec, 2, 32)):
         with pytest.raises(data.DataError, match=message) as error:
             check()
         assert "\n" not in str(error.value)
@@ -225,7 +225,7 @@ def test_odd_images_are_read_as_three_channels(photo_rec):
         equal = np.array_equal(rgb[0], rgb[1]) and np.array_equal(rgb[1], rgb[2])
         assert equal == name.endswith("grey.JPEG"), name  # only the greyscale JPEG has equal channels
     for aug in data.AUGMENTATIONS:
-        for batch in data.train_iter(photo_rec.train, 8, 224, threads=1, aug=aug, batches_per_epoch=4):
+        for batch in training_data.train_iter(photo_rec.train, 8, 224, threads=1, aug=aug, batches_per_epoch=4):
             pixels = batch.data[0].asnumpy()
             assert pixels.shape == (8, 3, 224, 224) and np.isfinite(pixels).all()
             assert pixels.min() >= -124 * data.SCALE - 1e-5 and pixels.max() <= (255 - 104) * data.SCALE + 1e-5

@@ -17,7 +17,7 @@ import pytest
 
 import symbols
 from tools import export_onnx, make_rec, refine_bn
-from dpn_mxnet import checkpoint, cli, data, packing
+from dpn_mxnet import checkpoint, cli, data, packing, training_data
 from train import train_imagenet
 
 from checkpoints import msra_params
@@ -174,7 +174,7 @@ def test_undecodable_record_is_named(tool, tiny_prefix, digits_rec, broken, tmp_
 def test_python_decoders_name_the_record(broken):
     """The fork augmentation and 10-crop decode in Python; a record that fails there is named the same way."""
     rec, record_id, offset = broken["train body"]
-    batches = data.train_iter(rec, 20, 32, threads=1, aug="fork")
+    batches = training_data.train_iter(rec, 20, 32, threads=1, aug="fork")
     with pytest.raises(data.DataError) as error:
         for _ in batches:
             pass

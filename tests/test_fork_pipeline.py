@@ -1,4 +1,4 @@
-"""The aug="fork" pipeline (dpn_mxnet/fork_pipeline.py, through data.train_iter) against the straightforward
+"""The aug="fork" pipeline (dpn_mxnet/fork_pipeline.py, through training_data.train_iter) against the straightforward
 implementation in tests/fork_reference.py, on the packed photographs (JPEGs of several sizes, greyscale, CMYK, PNG
 data, a 20x15 image): equal batches bit for bit across passes and padding, whatever the number of threads; batches
 that stay intact while later ones are made; JPEG decoding equal to OpenCV's; RecordIO records split in parts."""
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dpn_mxnet import data, fork_pipeline
+from dpn_mxnet import data, fork_pipeline, training_data
 
 from datasets import photo, run_tool
 from fork_reference import ThreadedRecordIter
@@ -46,7 +46,7 @@ def test_batches_equal_the_reference_with_one_or_two_threads(photo_rec, seed, si
     assert [pad for _, _, pad in expected] == 2 * ([0] * (records // BATCH) + [-records % BATCH])
     assert not np.array_equal(expected[0][1], expected[len(expected) // 2][1]), "the second pass is reshuffled"
     for threads in (1, 2):
-        got = arrays(data.train_iter(photo_rec.train, BATCH, size, threads=threads, seed=seed, aug="fork"))
+        got = arrays(training_data.train_iter(photo_rec.train, BATCH, size, threads=threads, seed=seed, aug="fork"))
         assert len(got) == len(expected)
         for number, ((pixels, labels, pad), (ref_pixels, ref_labels, ref_pad)) in enumerate(zip(got, expected)):
             assert pad == ref_pad and np.array_equal(labels, ref_labels), "batch %d" % number
@@ -55,14 +55,14 @@ def test_batches_equal_the_reference_with_one_or_two_threads(photo_rec, seed, si
 
 def test_batches_without_jitter_or_mirror_equal_the_reference(photo_rec):
     expected = reference_batches(photo_rec.train, 64, 3, hsl=(0, 0, 0))
-    got = arrays(data.train_iter(photo_rec.train, BATCH, 64, threads=2, seed=3, aug="fork", hsl=(0, 0, 0)))
+    got = arrays(training_data.train_iter(photo_rec.train, BATCH, 64, threads=2, seed=3, aug="fork", hsl=(0, 0, 0)))
     for (pixels, labels, _), (ref_pixels, ref_labels, _) in zip(got, expected):
         np.testing.assert_array_equal(labels, ref_labels)
         np.testing.assert_array_equal(pixels, ref_pixels)
 
 
 def test_a_batch_stays_intact_while_training_holds_it(photo_rec):
-    batches = data.train_iter(photo_rec.train, BATCH, 64, threads=2, aug="fork")
+    batches = training_data.train_iter(photo_rec.train, BATCH, 64, threads=2, aug="fork")
     held = batches.next()
     copy = held.data[0].asnumpy().copy()
     for _ in range(3):  # the next passes' batches are computed while the first is held
@@ -121,7 +121,7 @@ def test_an_undecodable_record_gives_a_one_line_error(tmp_path):
     for key in range(4):
         writer.write_idx(key, mx.recordio.pack(mx.recordio.IRHeader(0, 0, 7 + key, 0), b"\xff\xd8 not an image"))
     writer.close()
-    batches = data.train_iter(rec, 2, 32, threads=1, aug="fork")
+    batches = training_data.train_iter(rec, 2, 32, threads=1, aug="fork")
     with pytest.raises(data.DataError, match=r"^%s: record id \d \(byte \d+\) is not a decodable image$" % rec):
         batches.next()
 

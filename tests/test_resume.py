@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import symbols
-from dpn_mxnet import checkpoint, data, devices
+from dpn_mxnet import checkpoint, data, devices, training_data
 from dpn_mxnet.fit import master_weights, state_digest, train_step, weights_digest
 
 from conftest import REPO
@@ -113,7 +113,7 @@ def tiny_module(contexts, batch, kvstore=None):
 
 
 def digit_batches(digits, batch, count):
-    batches = data.train_iter(digits.train, batch, 32, threads=1, min_area=1, max_area=1, aspect=(1, 1),
+    batches = training_data.train_iter(digits.train, batch, 32, threads=1, min_area=1, max_area=1, aspect=(1, 1),
                               hsl=(0, 0, 0), mirror=False)
     return [next(batches) for _ in range(count)]
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from dpn_mxnet.packing import list_class_folders, pack_split
 from dpn_mxnet.sample_photos import NAMES, sample_photo
-from dpn_mxnet import cli, data
+from dpn_mxnet import cli, data, training_data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NODE_RATE = 5600  # img/s: 8 GPUs at timm's DPN-68 training speed (about 700 img/s each)
@@ -97,12 +97,12 @@ def reference_fork_iter(rec, batch, size, threads, batches, hsl):
 
 
 def iterator_rate(rec, size, threads, batch, batches, aug, hsl):
-    """Images/s of data.train_iter (the authors' augmentation; aug "fork-reference": the tests' reference
+    """Images/s of training_data.train_iter (the authors' augmentation; aug "fork-reference": the tests' reference
     implementation of aug="fork") after one warm-up batch."""
     if aug == "fork-reference":
         batches_iter = reference_fork_iter(rec, batch, size, threads, batches + 1, hsl)
     else:
-        batches_iter = data.train_iter(rec, batch, size, batches_per_epoch=batches + 1, threads=threads, aug=aug,
+        batches_iter = training_data.train_iter(rec, batch, size, batches_per_epoch=batches + 1, threads=threads, aug=aug,
                                        hsl=hsl)
     batches_iter.next().data[0].wait_to_read()
 

@@ -14,7 +14,7 @@ import traceback
 import mxnet as mx
 
 import symbols
-from dpn_mxnet import arrangement_policy, benchmarking, checkpoint, cli, data, devices, recipe
+from dpn_mxnet import arrangement_policy, benchmarking, checkpoint, cli, data, devices, recipe, training_data
 from dpn_mxnet.checks import UsageError, check_devices, check_launched, check_output_folder, check_positive, describe_error
 from dpn_mxnet.fit import fit, learning_rate_schedule, master_weights, train_step
 from dpn_mxnet.launcher.supervisor import announce_rank
@@ -234,8 +234,8 @@ def training_batches(args, kv, ctx, data_shape):
         synthetic = mx.io.NDArrayIter(mx.nd.random.uniform(-2, 2, (global_batch,) + data_shape[1:]),
                                       mx.nd.zeros(global_batch), global_batch, label_name="softmax_label")
         return synthetic, 1
-    per_epoch = data.batches_per_epoch(data.num_records(args.data_train), kv.num_workers, global_batch)
-    batches = data.train_iter(args.data_train, global_batch, args.size, num_parts=kv.num_workers,
+    per_epoch = training_data.batches_per_epoch(data.num_records(args.data_train), kv.num_workers, global_batch)
+    batches = training_data.train_iter(args.data_train, global_batch, args.size, num_parts=kv.num_workers,
                               part_index=kv.rank, batches_per_epoch=per_epoch, threads=args.data_nthreads,
                               seed=args.seed, aug=args.aug, min_area=args.min_area,
                               max_area=args.max_area, aspect=tuple(args.aspect), hsl=tuple(args.hsl),
