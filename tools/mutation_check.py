@@ -91,7 +91,7 @@ MUTANTS = (
            "        return saved.arg_params, saved.aux_params\n", "        return None, None\n",
            raw("test_train.py", "resume_continues")),
     Mutant("resume-without-momentum", "--resume continues with the optimizer state", "train/train_imagenet.py",
-           "    if begin_epoch and os.path.isfile(", "    if False and os.path.isfile(",
+           "        if os.path.isfile(states):\n", "        if False:\n",
            raw("test_train.py", "resume_continues")),
     Mutant("momentum-flag-ignored", "--mom sets SGD's momentum", "train/train_imagenet.py",
            '"momentum": args.mom,', '"momentum": 0.9,', raw("test_train.py", "resume_continues")),
