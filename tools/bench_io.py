@@ -22,9 +22,9 @@ import time
 import mxnet as mx
 import numpy as np
 
+from dpn_mxnet import cli, data, training_data
 from dpn_mxnet.packing import list_class_folders, pack_split
 from dpn_mxnet.sample_photos import NAMES, sample_photo
-from dpn_mxnet import cli, data, training_data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NODE_RATE = 5600  # img/s: 8 GPUs at timm's DPN-68 training speed (about 700 img/s each)

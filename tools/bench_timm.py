@@ -11,8 +11,7 @@ import timm
 import torch
 from timm.layers import apply_test_time_pool
 
-from dpn_mxnet import benchmarking
-from dpn_mxnet import cli
+from dpn_mxnet import benchmarking, cli
 
 
 def parse_args(argv=None):

@@ -14,9 +14,9 @@ import pathlib
 
 import numpy as np
 
-from dpn_mxnet.packing import make_rec
 from dpn_mxnet import cli
 from dpn_mxnet.data import DataError, check_rec
+from dpn_mxnet.packing import make_rec
 
 VAL_EVERY = 5
 

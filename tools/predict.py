@@ -14,10 +14,10 @@ import mxnet as mx
 import numpy as np
 
 import symbols
-from dpn_mxnet.packing import IMAGENET_CLASSES, read_class_table
 from dpn_mxnet import arrangement_policy, checkpoint, cli, data, devices
 from dpn_mxnet.checks import check_devices
 from dpn_mxnet.evaluation import inference_module
+from dpn_mxnet.packing import IMAGENET_CLASSES, read_class_table
 
 
 def parse_args(argv=None):
