@@ -44,10 +44,10 @@ def check_launched(kv_store):
                          % (kv_store, missing[0], kv_store))
 
 
-def check_positive(flag, value):
-    """``value`` is a finite number > 0 (None passes: the flag was not given)."""
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise UsageError("%s must be a finite number > 0, got %s" % (flag, value))
+def check_positive(flag, value, zero=False):
+    """``value`` is a finite number > 0, or >= 0 with ``zero`` (None passes: the flag was not given)."""
+    if value is not None and not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+        raise UsageError("%s must be a finite number %s 0, got %s" % (flag, ">=" if zero else ">", value))
     return value
 
 

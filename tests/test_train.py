@@ -209,7 +209,8 @@ def momentum_arrays(path):
 def test_resume_continues_from_the_saved_weights_and_momentum(tmp_path, digits_rec):
     """One epoch at learning rate 0 after --resume: without momentum the weights stay the checkpoint's, bit for
     bit; with momentum 0.9 each step adds 0.9 x the previous step, starting from the momentum saved with the
-    checkpoint, so the epoch moves every weight by (0.9 + 0.9^2 + ... + 0.9^B) x its saved momentum."""
+    checkpoint, so the epoch moves every weight by (0.9 + 0.9^2 + ... + 0.9^B) x its saved momentum. The changes of
+    the checkpoint's recipe are asked for (--allow-recipe-change)."""
     prefix = tmp_path / "tiny"
     done = run_train(train_command(digits_rec, prefix, "--batch-size", 8, "--num-epochs", 1, "--lr", 0.1,
                                    *DIGITS_AUG))
@@ -219,7 +220,8 @@ def test_resume_continues_from_the_saved_weights_and_momentum(tmp_path, digits_r
     steps = training_data.batches_per_epoch(data.num_records(digits_rec.train), 1, 8)
     for momentum, check in ((0, "kept"), (0.9, "moved")):
         done = run_train(train_command(digits_rec, prefix, "--batch-size", 8, "--num-epochs", 2, "--resume", 1,
-                                       "--lr", 0, "--lr-steps", "", "--mom", momentum, *DIGITS_AUG))
+                                       "--lr", 0, "--lr-steps", "", "--mom", momentum, "--allow-recipe-change",
+                                       *DIGITS_AUG))
         assert done.returncode == 0, done.stderr
         assert "resuming from %s" % checkpoint.params_path(str(prefix), 1) in done.stdout
         resumed = checkpoint.load(str(prefix), 2).arg_params

@@ -122,7 +122,7 @@ def parse_args(argv=None):
     if not args.benchmark and not args.data_train:
         parser.error("--data-train is required (or --benchmark for synthetic data)")
     try:
-        check_positive("--lr", args.lr)
+        check_positive("--lr", args.lr, zero=True)  # 0 freezes the weights (BN statistics still move)
         args.contexts = devices.contexts(args.gpus)
         check_devices(args.contexts, args.dtype)
         args.arrangement = arrangement_policy.choose(args.arrangement, args.contexts, args.dtype)
