@@ -27,7 +27,7 @@ lint: setup
 	$(abspath $(VENV))/bin/lint-imports
 
 test: lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 # Defects planted one at a time in a temporary copy, each against its own tests (tools/mutation_check.py --list);
 #   exit 1 if a defect goes unnoticed. MUTATION_ARGS="--only NAME ... --baseline" (see -h).
