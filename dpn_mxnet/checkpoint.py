@@ -93,10 +93,7 @@ def _alive(pid):
 
 def save_model_info(prefix, info):
     """Record how the network was built (``symbols.resolve`` input, classes, classifier, image size)."""
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(info, f, indent=1, sort_keys=True)
-    atomic_write(model_path(prefix), write)
+    atomic_write(model_path(prefix), lambda tmp: _write_json(tmp, info))
 
 
 def load_model_info(prefix):
@@ -262,20 +259,6 @@ def check_fits(symbol, arg_params, aux_params, data_shape, what="the model"):
                                   % (name, tuple(given[name].shape), what, tuple(shape)))
 
 
-def fitting_subset(symbol, arg_params, aux_params, data_shape):
-    """The tensors that fit ``symbol`` by name and shape, and the names left out (e.g. a 5k classifier when
-    fine-tuning on 1k): how training starts from released weights of a different head."""
-    arg_shapes, aux_shapes = parameter_shapes(symbol, data_shape)
-    wanted = dict(arg_shapes, **aux_shapes)
-
-    def fits(name, value):
-        return tuple(wanted.get(name, ())) == tuple(value.shape)
-
-    skipped = sorted(n for n, v in list(arg_params.items()) + list(aux_params.items()) if not fits(n, v))
-    return ({n: v for n, v in arg_params.items() if fits(n, v)},
-            {n: v for n, v in aux_params.items() if fits(n, v)}, skipped)
-
-
 @dataclass
 class Pretrained:
     arg_params: dict
@@ -289,8 +272,15 @@ def pretrained_subset(path, symbol, classifier, data_shape, network):
     CheckpointError names the file and the network its tensors belong to; another classifier is left to the
     initializer (fine-tuning), which the summary says."""
     arg_params, aux_params = load_params(path)
-    args, aux, unused = fitting_subset(symbol, arg_params, aux_params, data_shape)
     arg_shapes, aux_shapes = parameter_shapes(symbol, data_shape)
+    wanted = dict(arg_shapes, **aux_shapes)
+
+    def fits(name, value):
+        return tuple(wanted.get(name, ())) == tuple(value.shape)
+
+    args = {n: v for n, v in arg_params.items() if fits(n, v)}
+    aux = {n: v for n, v in aux_params.items() if fits(n, v)}
+    unused = sorted(n for n, v in list(arg_params.items()) + list(aux_params.items()) if not fits(n, v))
     head = {classifier + "_weight", classifier + "_bias"}
     features = [n for n in list(arg_shapes) + list(aux_shapes) if n not in head]
     missing = [n for n in features if n not in args and n not in aux]
