@@ -275,9 +275,9 @@ def pass_key(seed, part, epoch, repeat=0):
 
 
 class ForkAugmenter:
-    """The random draws of the training transform of the authors' MXNet fork (``aug_torch`` + their iterator's
-    mirror and normalisation) on images decoded as OpenCV does (3-channel BGR); ``fork_pipeline`` computes the
-    pixels:
+    """The training transform of the authors' MXNet fork (``aug_torch`` + their iterator's mirror and
+    normalisation) on images decoded as OpenCV does (3-channel BGR); ``fork_draws`` makes its random draws and
+    ``fork_pipeline`` computes the pixels:
 
     1. aspect: r = lo + (hi - lo)(u1 + u2)/2 (triangular); width and height are scaled by 1.1/r and 1.1 r,
        swapped with probability 1/2, giving W' = ceil(1.1 W / r), H' = ceil(1.1 H r);
@@ -290,40 +290,13 @@ class ForkAugmenter:
     back to the original image, rounded to whole pixels, and resized once (bicubic): the same geometry to half a
     source pixel, at a fraction of the cost.
 
-    Every random draw of one sample comes from the generator passed with it, in a fixed order (window, HSL,
-    mirror), so a sample's result depends on that generator alone.
+    Every random draw of sample ``position`` of the pass ``key`` (``pass_key``) comes from its own generator,
+    ``np.random.default_rng([*key, position])``, in a fixed order (window, HSL, mirror), so a sample's result
+    depends neither on thread scheduling nor on where a run resumed.
     """
 
     def __init__(self, image_size, min_area=MIN_AREA, max_area=MAX_AREA, aspect=ASPECT, hsl=HSL, mirror=True):
         self.size, self.area, self.aspect, self.hsl, self.mirror = image_size, (min_area, max_area), aspect, hsl, mirror
-
-    def window(self, rows, cols, rng):
-        """(left, top, width, height) in the original image of the fork's random S x S crop."""
-        lo, hi = self.aspect
-        ratio = lo + (hi - lo) * (rng.random() + rng.random()) / 2
-        w_ratio, h_ratio = (ratio, 1 / ratio) if rng.random() > 0.5 else (1 / ratio, ratio)
-        stretched = (cols, rows)
-        if lo != 1 or hi != 1:
-            stretched = (math.ceil(cols * w_ratio * 1.1), math.ceil(rows * h_ratio * 1.1))
-        scale = max((self.size + 0.4) / stretched[1], (self.size + 0.4) / stretched[0])
-        if self.area != (1, 1):
-            scale /= math.sqrt(rng.uniform(*self.area))
-        box = []
-        for length, extent in zip((cols, rows), stretched):
-            start = rng.integers(0, int(scale * extent) - self.size, endpoint=True)
-            # output pixel u of the crop samples the original at ((start + u) / scale + 0.5) * length / extent - 0.5
-            zoom = scale * extent / length
-            size = min(length, max(1, round(self.size / zoom)))
-            box.append((min(length - size, max(0, round((start + (scale - 1) / 2) / zoom))), size))
-        (left, width), (top, height) = box
-        return left, top, width, height
-
-    def draw(self, rows, cols, rng):
-        """All random draws of one sample of a ``rows`` x ``cols`` image, in order: the crop window (left, top,
-        width, height), the HSL offsets [dH, dS, dL] (None when ``hsl`` is all zero: no jitter) and the mirror."""
-        window = self.window(rows, cols, rng)
-        offsets = [int((rng.random() + 4 * rng.random()) / 5 * 2 * m - m) for m in self.hsl] if any(self.hsl) else None
-        return window, offsets, self.mirror and rng.random() < 0.5
 
 
 def hsl_jitter(bgr, offsets):
@@ -335,12 +308,6 @@ def hsl_jitter(bgr, offsets):
     table = np.stack([np.clip(values + d_h, 0, 180), np.clip(values + d_l, 0, 255), np.clip(values + d_s, 0, 255)],
                      axis=1).astype(np.uint8).reshape(1, 256, 3)
     return cv2.cvtColor(cv2.LUT(cv2.cvtColor(bgr, cv2.COLOR_BGR2HLS), table), cv2.COLOR_HLS2BGR)
-
-
-def sample_rng(key, position):
-    """The generator of one training sample's random draws: a function of its pass (``pass_key``) and its position
-    in that pass alone, so that batches depend neither on thread scheduling nor on where a run resumed."""
-    return np.random.default_rng([*key, position])
 
 
 def pass_order(keys, key):

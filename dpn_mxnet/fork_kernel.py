@@ -117,40 +117,57 @@ def _bgr_row(h_row, l_row, s_row, cols):
         s_row[x] = min(max((r * F(255) + _ROUND) - _ROUND, F(0)), F(255))
 
 
+@numba.njit(inline="always")
+def _load(plane_row, row, cols):
+    for x in range(cols):
+        row[x] = plane_row[x]
+
+
+@numba.njit(inline="always")
+def _store(row, mean, out_row, cols):
+    for x in range(cols):
+        out_row[x] = (row[x] - mean) * _SCALE
+
+
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _augment(crop, d_h, d_s, d_l, jitter, mirror, out, rows_buffer):
-    """crop (S, S', 3) uint8 BGR -> out (3, S, S') float32 RGB, (x - MEAN_RGB) * SCALE, jittered and mirrored."""
-    rows, cols = crop.shape[0], crop.shape[1]
+def _augment(blue, green, red, d_h, d_s, d_l, jitter, out, rows_buffer):
+    """Channel planes (S, S') uint8 -> out (3, S, S') float32 RGB, (x - MEAN_RGB) * SCALE, jittered.
+    Every loop reads one array and writes one (the HLS rows: three in place), so LLVM vectorises each."""
+    rows, cols = blue.shape
     b_row, g_row, r_row = rows_buffer[0], rows_buffer[1], rows_buffer[2]
     for y in range(rows):
-        pixels = crop[y]
-        for x in range(cols):
-            b_row[x], g_row[x], r_row[x] = pixels[x, 0], pixels[x, 1], pixels[x, 2]
+        _load(blue[y], b_row, cols)
+        _load(green[y], g_row, cols)
+        _load(red[y], r_row, cols)
         if jitter:
             _hls_row(b_row, g_row, r_row, d_h, d_s, d_l, cols)
             _bgr_row(b_row, g_row, r_row, cols)
-        red, green, blue = out[0, y], out[1, y], out[2, y]
-        if mirror:
-            for x in range(cols):
-                red[cols - 1 - x] = (r_row[x] - _MEAN[0]) * _SCALE
-                green[cols - 1 - x] = (g_row[x] - _MEAN[1]) * _SCALE
-                blue[cols - 1 - x] = (b_row[x] - _MEAN[2]) * _SCALE
-        else:
-            for x in range(cols):
-                red[x] = (r_row[x] - _MEAN[0]) * _SCALE
-                green[x] = (g_row[x] - _MEAN[1]) * _SCALE
-                blue[x] = (b_row[x] - _MEAN[2]) * _SCALE
+        _store(r_row, _MEAN[0], out[0, y], cols)
+        _store(g_row, _MEAN[1], out[1, y], cols)
+        _store(b_row, _MEAN[2], out[2, y], cols)
 
 
-def augment_into(crop, offsets, mirror, out, rows_buffer):
+class Scratch:
+    """One thread's working memory for ``augment_into`` on S x S' crops."""
+
+    def __init__(self, rows, cols):
+        self.mirrored = np.empty((rows, cols, 3), np.uint8)
+        self.planes = [np.empty((rows, cols), np.uint8) for _ in range(3)]
+        self.rows = np.empty((3, cols), np.float32)
+
+
+def augment_into(crop, offsets, mirror, out, scratch):
     """Write ``crop`` (uint8 BGR, H x W x 3) into ``out`` (float32 3 x H x W) as the fork does: HSL ``offsets``
-    (dH, dS, dL; None for no jitter), then the mirror, then RGB (x - MEAN_RGB) * SCALE. ``rows_buffer`` is
-    float32 (3, W) scratch space owned by the calling thread."""
+    (dH, dS, dL; None for no jitter), then the mirror, then RGB (x - MEAN_RGB) * SCALE. ``scratch`` is a
+    ``Scratch(H, W)`` owned by the calling thread."""
     jitter = offsets is not None
     if jitter and not exact_for(crop.shape[1]):
         crop, jitter = data.hsl_jitter(crop, offsets), False
     d_h, d_s, d_l = offsets if jitter else (0, 0, 0)
-    _augment(crop, F(d_h), F(d_s), F(d_l), jitter, bool(mirror), out, rows_buffer)
+    if mirror:  # the jitter acts on each pixel alone, so mirroring first changes nothing
+        crop = cv2.flip(crop, 1, dst=scratch.mirrored if scratch.mirrored.shape == crop.shape else None)
+    planes = cv2.split(crop, scratch.planes)  # into the scratch planes where their shape fits
+    _augment(*planes, F(d_h), F(d_s), F(d_l), jitter, out, scratch.rows)
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")

@@ -2,24 +2,23 @@
 (simplejpeg; OpenCV for anything else), cropped and resized by OpenCV into per-thread buffers, then jittered,
 mirrored and normalised by ``fork_kernel`` straight into the batch, in worker threads.
 
-The random draws are ``data.ForkAugmenter.draw``'s, from ``data.sample_rng(key, position)``, and the pixels
-equal those of the straightforward implementation (tests/fork_reference.py) bit for bit, whatever the number of
-threads.
+The random draws are made by ``fork_draws``, and the pixels equal those of the straightforward implementation
+(tests/fork_reference.py) bit for bit, whatever the number of threads.
 """
 import collections
 import concurrent.futures
 import mmap
 import os
 import struct
+import sys
 import threading
 
 import cv2
 import mxnet as mx
-import numba
 import numpy as np
 import simplejpeg
 
-from dpn_mxnet import data, fork_kernel
+from dpn_mxnet import data, fork_draws, fork_kernel
 
 _MAGIC_BYTES = struct.pack("<I", data._RECORD_MAGIC)
 _SOS, _EOI, _APP1 = 0xDA, 0xD9, 0xE1
@@ -77,11 +76,12 @@ def _exif_free_jpeg(encoded):
     return False
 
 
-def decode_bgr(encoded):
+def decode_bgr(encoded, plain_jpeg=None):
     """A record's image as 3-channel BGR uint8 equal to ``cv2.imdecode(..., IMREAD_COLOR)``: libjpeg-turbo through
     simplejpeg for plain JPEGs (colour or greyscale, no Exif), OpenCV for the rest (Exif, CMYK, PNG, damaged
-    data). None if neither can decode it."""
-    if _exif_free_jpeg(encoded):
+    data). None if neither can decode it. ``plain_jpeg``: whether ``encoded`` is a JPEG without Exif, where the
+    caller has found out already."""
+    if _exif_free_jpeg(encoded) if plain_jpeg is None else plain_jpeg:
         try:
             return simplejpeg.decode_jpeg(encoded, colorspace="BGR")
         except ValueError:  # CMYK/YCCK, or data that libjpeg-turbo calls damaged
@@ -89,57 +89,16 @@ def decode_bgr(encoded):
     return cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
 
 
-_M32 = 0xFFFFFFFF
-_HASH_A, _MULT_A, _HASH_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED  # numpy's SeedSequence
-_MIX_L, _MIX_R = 0xCA01F9DD, 0x4973F715
-_PCG_MULT, _M128 = 0x2360ED051FC65DA44385DF649FCCF645, (1 << 128) - 1  # PCG64's 128-bit LCG multiplier
-
-
-@numba.njit(cache=True)
-def _seed_words(entropy):
-    """numpy's SeedSequence(entropy).generate_state(8, uint32) for a pool of 4 words (NumPy 1.17+)."""
-    pool = np.zeros(4, np.uint64)
-    hash_const = np.uint64(_HASH_A)
-    for i in range(4):
-        value = (entropy[i] if i < len(entropy) else np.uint64(0)) ^ hash_const
-        hash_const = (hash_const * np.uint64(_MULT_A)) & np.uint64(_M32)
-        value = (value * hash_const) & np.uint64(_M32)
-        pool[i] = value ^ (value >> np.uint64(16))
-    for source in range(4 + max(0, len(entropy) - 4)):
-        for target in range(4):
-            if source < 4 and source == target:
-                continue
-            value = (pool[source] if source < 4 else entropy[source]) ^ hash_const
-            hash_const = (hash_const * np.uint64(_MULT_A)) & np.uint64(_M32)
-            value = (value * hash_const) & np.uint64(_M32)
-            value ^= value >> np.uint64(16)
-            mixed = (np.uint64(_MIX_L) * pool[target] - np.uint64(_MIX_R) * value) & np.uint64(_M32)
-            pool[target] = mixed ^ (mixed >> np.uint64(16))
-    words = np.zeros(8, np.uint64)
-    hash_const = np.uint64(_HASH_B)
-    for i in range(8):
-        value = pool[i % 4] ^ hash_const
-        hash_const = (hash_const * np.uint64(_MULT_B)) & np.uint64(_M32)
-        value = (value * hash_const) & np.uint64(_M32)
-        words[i] = value ^ (value >> np.uint64(16))
-    return words
-
-
-def pcg64_state(key, position):
-    """The PCG64 (state, increment) of ``data.sample_rng(key, position)``, without building the SeedSequence, PCG64
-    and Generator objects that make numpy's route slow."""
-    entropy = []
-    for value in (*key, position):
-        entropy.append(value & _M32)
-        value >>= 32
-        while value:
-            entropy.append(value & _M32)
-            value >>= 32
-    words = [int(word) for word in _seed_words(np.array(entropy, np.uint64))]
-    state, stream = (words[0] | words[1] << 32) << 64 | words[2] | words[3] << 32, \
-        (words[4] | words[5] << 32) << 64 | words[6] | words[7] << 32
-    increment = (stream << 1 | 1) & _M128
-    return ((increment + state) * _PCG_MULT + increment) & _M128, increment
+def jpeg_shape(encoded):
+    """(rows, cols) of a plain JPEG (one ``decode_bgr`` hands to libjpeg-turbo) read from its header, None for the
+    rest or an unreadable header."""
+    if not _exif_free_jpeg(encoded):
+        return None
+    try:
+        rows, cols = simplejpeg.decode_jpeg_header(encoded)[:2]
+    except ValueError:
+        return None
+    return rows, cols
 
 
 class ShuffledPasses(mx.io.DataIter):
@@ -187,60 +146,88 @@ class ShuffledPasses(mx.io.DataIter):
                                provide_label=self.provide_label)
 
 
+class BatchMemory:
+    """Batch arrays of one shape, each handed out again only once nothing but this pool refers to it: the
+    ``mx.nd.from_numpy`` NDArray of a batch holds a reference to its array until MXNet frees it, and a worker's view
+    of a row until the worker is done. Reusing the memory spares the page faults of a fresh allocation."""
+
+    def __init__(self, shape):
+        self._shape, self._arrays = shape, []
+
+    def __len__(self):
+        return len(self._arrays)
+
+    def take(self):
+        for array in self._arrays:
+            if sys.getrefcount(array) == 3:  # this list, the loop variable and getrefcount's argument
+                array.flags.writeable = True  # from_numpy made it read-only while MXNet held it
+                return array
+        self._arrays.append(np.empty(self._shape, np.float32))
+        return self._arrays[-1]
+
+
 class ForkRecordIter(ShuffledPasses):
     """Batches of ``augmenter`` (a ``data.ForkAugmenter``) over ``keys`` of a .rec, shuffled every pass (see
-    ``ShuffledPasses``), computed by ``threads`` worker threads; all the work of a sample, its generator
-    included (in the state of ``data.sample_rng(key, position)`` for position ``position`` of pass ``key``),
-    runs on a worker.
+    ``ShuffledPasses``). The calling thread plans each batch: it reads the records, their labels and, for plain
+    JPEGs, their size from the JPEG header, and makes the random draws of the whole batch in one compiled call
+    (``fork_draws.draws``: sample ``position`` of the pass ``key`` has a generator of its own).
+    ``threads`` worker threads then decode, crop, resize and augment the samples; an image whose decoded size is
+    not its header's, or that has no header to read (Exif, PNG), gets its draws on the worker, from the same
+    generator. A sample's result depends on its draws alone, not on the thread that made it.
 
-    Every batch is written into arrays allocated for it alone and handed to MXNet without a copy
-    (``mx.nd.from_numpy``, which keeps the array alive and read-only): nothing writes to a batch once it is out."""
+    Every batch is written into an array that nothing else refers to (``BatchMemory``) and handed to MXNet without
+    a copy (``mx.nd.from_numpy``, which keeps the array alive and read-only): nothing writes to a batch while
+    anyone holds it."""
 
     def __init__(self, rec, keys, augmenter, batch_size, image_size, threads):
         super().__init__(keys, batch_size, image_size)
         self._rec, self._records = os.fspath(rec), MappedRecords(rec)
         self._augmenter, self._size = augmenter, image_size
-        self._workers = concurrent.futures.ThreadPoolExecutor(threads)
+        self._workers, self._threads = concurrent.futures.ThreadPoolExecutor(threads), threads
         self._scratch = threading.local()
+        self._memory = BatchMemory((batch_size, 3, image_size, image_size))
+        cv2.setNumThreads(1)  # the worker threads are the parallelism; OpenCV's own threads would only contend
 
     def _scratchpad(self):
-        """This thread's resize target, kernel scratch rows and random generator."""
+        """This thread's resize target and kernel scratch."""
         scratch = self._scratch
         if not hasattr(scratch, "crop"):
             scratch.crop = np.empty((self._size, self._size, 3), np.uint8)
-            scratch.rows = np.empty((3, self._size), np.float32)
-            scratch.bits = np.random.PCG64()
-            scratch.rng = np.random.Generator(scratch.bits)
+            scratch.kernel = fork_kernel.Scratch(self._size, self._size)
         return scratch
 
-    def _sample_rng(self, key, position):
-        """This thread's generator, set to the state of ``data.sample_rng(key, position)``."""
-        scratch = self._scratchpad()
-        state, increment = pcg64_state(key, position)
-        scratch.bits.state = {"bit_generator": "PCG64", "state": {"state": state, "inc": increment},
-                              "has_uint32": 0, "uinteger": 0}
-        return scratch.rng
-
-    def _sample(self, record, key, position, out, labels, row):
-        rng = self._sample_rng(key, position)
-        header, encoded = mx.recordio.unpack(self._records.read(record))
-        image = decode_bgr(encoded)
+    def _pixels(self, key, record, position, header, encoded, shape, draws, out):
+        image = decode_bgr(encoded, plain_jpeg=shape is not None)
         if image is None:
             raise data.DataError(data.undecodable(self._rec, header.id, self._records.offset(record)))
-        (left, top, width, height), offsets, mirror = self._augmenter.draw(*image.shape[:2], rng)
+        if image.shape[:2] != shape:
+            draws, = fork_draws.draws(self._augmenter, key, [position], [image.shape[:2]])
+        (left, top, width, height), offsets, mirror = draws
         scratch = self._scratchpad()
         cv2.resize(image[top:top + height, left:left + width], (self._size, self._size), dst=scratch.crop,
                    interpolation=cv2.INTER_CUBIC)
-        fork_kernel.augment_into(scratch.crop, offsets, mirror, out[row], scratch.rows)
-        labels[row] = header.label if header.flag == 0 else header.label[0]
+        fork_kernel.augment_into(scratch.crop, offsets, mirror, out, scratch.kernel)
 
     def _queue(self, key, samples):
-        out = np.empty((self.batch_size, 3, self._size, self._size), np.float32)
-        labels = np.empty(self.batch_size, np.float32)
-        futures = [self._workers.submit(self._sample, record, key, position, out, labels, row)
-                   for row, (record, position) in enumerate(samples)]
+        out, labels = self._memory.take(), np.empty(self.batch_size, np.float32)
+        records = [mx.recordio.unpack(self._records.read(record)) for record, _ in samples]
+        shapes = [jpeg_shape(encoded) for _, encoded in records]
+        known = [row for row, shape in enumerate(shapes) if shape is not None]
+        draws = dict(zip(known, fork_draws.draws(self._augmenter, key, [samples[row][1] for row in known],
+                                                 [shapes[row] for row in known])))
+        tasks = []
+        for row, ((record, position), (header, encoded), shape) in enumerate(zip(samples, records, shapes)):
+            labels[row] = header.label if header.flag == 0 else header.label[0]
+            tasks.append((key, record, position, header, encoded, shape, draws.get(row), out[row]))
+        step = -(-len(tasks) // (2 * self._threads))  # two tasks per thread: few hand-offs, balanced ends
+        futures = [self._workers.submit(self._pixel_rows, tasks[start:start + step])
+                   for start in range(0, len(tasks), step)]
         return futures, (out, labels)
+
+    def _pixel_rows(self, tasks):
+        for task in tasks:
+            self._pixels(*task)
 
     def _finish(self, state):
         out, labels = state
-        return mx.nd.from_numpy(out), mx.nd.array(labels)
+        return mx.nd.from_numpy(out), mx.nd.from_numpy(labels)

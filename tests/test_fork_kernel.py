@@ -76,7 +76,7 @@ def test_jitter_mirror_and_normalisation_equal_opencv_on_every_colour(offsets):
     colours, mirror = every_colour(), sum(offsets) % 2 == 1
     rows = 512
     out = np.empty((3, rows, WIDTH), np.float32)
-    scratch = np.empty((3, WIDTH), np.float32)
+    scratch = fork_kernel.Scratch(rows, WIDTH)
     for top in range(0, len(colours), rows):
         chunk = colours[top:top + rows]
         fork_kernel.augment_into(chunk, offsets, mirror, out, scratch)
@@ -90,7 +90,7 @@ def test_photograph_crops_equal_opencv_with_and_without_jitter(width):
     bgr = np.asarray(photo("coffee.png"))[:, :, ::-1]
     crop = cv2.resize(bgr, (width, 48), interpolation=cv2.INTER_CUBIC)
     out = np.empty((3, 48, width), np.float32)
-    scratch = np.empty((3, width), np.float32)
+    scratch = fork_kernel.Scratch(48, width)
     for offsets in (None, (13, -27, 41)):
         for mirror in (False, True):
             fork_kernel.augment_into(crop, offsets, mirror, out, scratch)

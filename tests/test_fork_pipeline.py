@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dpn_mxnet import data, fork_pipeline, training_data
+from dpn_mxnet import data, fork_draws, fork_pipeline, training_data
 
 from datasets import photo, run_tool
-from fork_reference import ThreadedRecordIter
+from fork_reference import ThreadedRecordIter, draw, sample_rng
 
 BATCH = 8
 
@@ -59,6 +59,52 @@ def test_batches_without_jitter_or_mirror_equal_the_reference(photo_rec):
     for (pixels, labels, _), (ref_pixels, ref_labels, _) in zip(got, expected):
         np.testing.assert_array_equal(labels, ref_labels)
         np.testing.assert_array_equal(pixels, ref_pixels)
+
+
+def test_records_that_need_opencv_equal_the_reference(tmp_path):
+    """Records stored as they came (no make_rec conversion): an Exif-rotated JPEG, whose header size is not its
+    decoded size, and PNG data, which has no JPEG header, get their draws on the worker; a CMYK JPEG is decoded by
+    OpenCV; a greyscale and a plain JPEG are decoded by simplejpeg."""
+    import io
+    source = photo("chelsea.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    images = [(source, "JPEG", dict(exif=exif)), (source.convert("CMYK"), "JPEG", {}), (source, "PNG", {}),
+              (source.convert("L"), "JPEG", {}), (source.resize((97, 131)), "JPEG", {})]
+    rec, idx = str(tmp_path / "odd.rec"), str(tmp_path / "odd.idx")
+    writer = mx.recordio.MXIndexedRecordIO(idx, rec, "w")
+    for key, (image, kind, options) in enumerate(images * 2):
+        encoded = io.BytesIO()
+        image.save(encoded, kind, **options)
+        writer.write_idx(key, mx.recordio.pack(mx.recordio.IRHeader(0, float(key), key, 0), encoded.getvalue()))
+    writer.close()
+    expected = reference_batches(rec, 64, 11, passes=3)
+    got = arrays(training_data.train_iter(rec, BATCH, 64, threads=2, seed=11, aug="fork"), passes=3)
+    assert len(got) == len(expected) == 6
+    for (pixels, labels, pad), (ref_pixels, ref_labels, ref_pad) in zip(got, expected):
+        assert pad == ref_pad and np.array_equal(labels, ref_labels)
+        np.testing.assert_array_equal(pixels, ref_pixels)
+
+
+def test_batch_memory_is_reused_only_once_released():
+    """An array goes out again only when nothing but the pool refers to it: not while MXNet holds the NDArray made
+    from it, nor while a view of it (a worker's row) lives."""
+    memory = fork_pipeline.BatchMemory((2, 3, 4, 4))
+    batch = mx.nd.from_numpy(memory.take())
+    row = memory.take()[1]
+    assert len(memory) == 2
+    memory.take()  # released at once
+    assert len(memory) == 3
+    first, second, third = (id(array) for array in memory._arrays)
+    assert id(memory.take()) == third and len(memory) == 3
+    copy = batch.copy()
+    del batch
+    copy.wait_to_read()
+    again = memory.take()
+    assert id(again) == first and again.flags.writeable and len(memory) == 3
+    del again, row
+    held = [memory.take() for _ in range(3)]
+    assert [id(array) for array in held] == [first, second, third] and len(memory) == 3
 
 
 def test_a_batch_stays_intact_while_training_holds_it(photo_rec):
@@ -126,15 +172,23 @@ def test_an_undecodable_record_gives_a_one_line_error(tmp_path):
         batches.next()
 
 
-def test_sample_generators_take_the_state_of_data_sample_rng():
-    """(pass key, position) pairs; the keys as ``data.pass_key`` makes them, and longer values."""
-    samples = [((0, 0, 0, 0), 0), ((0, 1, 5, 0), 0), ((1, 0, 2, 1), 3), ((2**32 - 1, 2**32, 3, 0), 2**33 + 7),
-               ((2**70 + 3, 0, 1, 0), 2**96), ((42,), 10**6)]
-    rng = np.random.default_rng(0)
-    samples += [(tuple(int(v) for v in rng.integers(0, 2**31, 4)), int(rng.integers(0, 2**31))) for _ in range(200)]
-    for key, position in samples:
-        state = data.sample_rng(key, position).bit_generator.state["state"]
-        assert fork_pipeline.pcg64_state(key, position) == (state["state"], state["inc"]), (key, position)
+@pytest.mark.parametrize("augmenter", [data.ForkAugmenter(224), data.ForkAugmenter(64, hsl=(0, 0, 0)),
+                                       data.ForkAugmenter(32, 1, 1, (1, 1), (180, 255, 255), mirror=False),
+                                       data.ForkAugmenter(299, 0.5, 0.9, (0.5, 2.0), (5, 0, 0))],
+                         ids=["defaults", "no-jitter", "whole-image", "other-ranges"])
+def test_compiled_draws_equal_numpys_generator(augmenter):
+    """fork_draws repeats SeedSequence, PCG64 and Generator.random/uniform/integers: its draws equal the plain
+    Python ones (tests/fork_reference.py) from np.random.default_rng([*key, position]), for keys as
+    data.pass_key makes them and longer values, and images from 1 x 1 to 2000 x 2000 pixels."""
+    rng = np.random.default_rng(7)
+    keys = [(0, 0, 0, 0), (1, 0, 2, 1), (2**32 - 1, 2**32, 3, 0), (2**70 + 3, 0, 1, 0), (42,)]
+    keys += [tuple(int(v) for v in rng.integers(0, 2**31, 4)) for _ in range(95)]
+    for key in keys:
+        positions = [int(p) for p in rng.integers(0, 2**20, 14)] + [0, 2**33 + 5, 2**96]
+        shapes = [(1, 1)] + [(int(r), int(c)) for r, c in rng.integers(1, 2000, (16, 2))]
+        for position, shape, got in zip(positions, shapes, fork_draws.draws(augmenter, key, positions, shapes)):
+            window, offsets, mirror = draw(augmenter, *shape, sample_rng(key, position))
+            assert got == (tuple(int(v) for v in window), offsets, mirror), (key, position, shape)
 
 
 def test_bench_io_times_both_fork_paths_against_the_limit():

@@ -96,15 +96,19 @@ def reference_fork_iter(rec, batch, size, threads, batches, hsl):
     return mx.io.ResizeIter(reference, batches)
 
 
+WARM_UP = 4  # batches: thread start, first calls, and the batch memory a running iterator reuses
+
+
 def iterator_rate(rec, size, threads, batch, batches, aug, hsl):
     """Images/s of training_data.train_iter (the authors' augmentation; aug "fork-reference": the tests' reference
-    implementation of aug="fork") after one warm-up batch."""
+    implementation of aug="fork") in a steady state: after WARM_UP batches."""
     if aug == "fork-reference":
-        batches_iter = reference_fork_iter(rec, batch, size, threads, batches + 1, hsl)
+        batches_iter = reference_fork_iter(rec, batch, size, threads, batches + WARM_UP, hsl)
     else:
-        batches_iter = training_data.train_iter(rec, batch, size, batches_per_epoch=batches + 1, threads=threads, aug=aug,
-                                       hsl=hsl)
-    batches_iter.next().data[0].wait_to_read()
+        batches_iter = training_data.train_iter(rec, batch, size, batches_per_epoch=batches + WARM_UP,
+                                                threads=threads, aug=aug, hsl=hsl)
+    for _ in range(WARM_UP):
+        batches_iter.next().data[0].wait_to_read()
 
     def loop():
         for _ in range(batches):
@@ -129,7 +133,7 @@ def main(argv=None):
     parser.add_argument("--records", type=int, default=200, help="records in the benchmark .rec (default: %(default)s)")
     parser.add_argument("--short-side", type=int, default=375, help="photo short side (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=32, help="batch size (default: %(default)s)")
-    parser.add_argument("--batches", type=int, default=20, help="timed batches per run (default: %(default)s)")
+    parser.add_argument("--batches", type=int, default=40, help="timed batches per run (default: %(default)s)")
     parser.add_argument("--fork", action="store_true",
                         help="also time aug='fork' (the authors' geometry) and its reference implementation")
     parser.add_argument("--hsl", type=int, nargs=3, default=data.HSL, metavar=("H", "S", "L"),

@@ -127,6 +127,13 @@ MUTANTS = (
            "symbols.logits(args.network, image_size=args.size, arrangement=arrangement)",
            "symbols.logits(args.network, image_size=args.size, arrangement=symbols.AUTHORS)",
            raw("test_benchmark.py", "json_line")),
+    Mutant("batch-memory-ignores-holders", "batches handed to training are never written while held",
+           "dpn_mxnet/fork_pipeline.py", "            if sys.getrefcount(array) == 3:",
+           "            if sys.getrefcount(array) >= 3:", raw("test_fork_pipeline.py", "intact or batch_memory")),
+    Mutant("fork-draws-unbuffered-uint32", "aug fork draws what numpy's generator draws", "dpn_mxnet/fork_draws.py",
+           "    if pcg[4]:\n", "    if False:\n", raw("test_fork_pipeline.py", "compiled_draws or reference")),
+    Mutant("fork-mirror-dropped", "aug fork mirrors half of the crops", "dpn_mxnet/fork_kernel.py",
+           "    if mirror:  # the jitter", "    if False:  # the jitter", raw("test_fork_kernel.py", "every_colour")),
 )
 
 
