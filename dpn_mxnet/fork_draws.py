@@ -129,6 +129,8 @@ def _seed(pcg, entropy):
 
 @numba.njit(cache=True)
 def _draws(entropy, lengths, shapes, size, area, aspect, hsl, mirror, windows, offsets, mirrors):
+    """Sample i's draws into windows[i] (left, top, width, height), offsets[i] and mirrors[i], in
+    ``data.ForkAugmenter``'s order: aspect (two numbers), swap, area, left, top, HSL (two each), mirror."""
     pcg = np.zeros(6, np.uint64)
     lo, hi = aspect[0], aspect[1]
     for i in range(len(lengths)):

@@ -1,6 +1,6 @@
-"""The pixel work of one ``aug="fork"`` sample after its resize, compiled with numba: the authors' HSL jitter
-(OpenCV's 8-bit BGR -> HLS, offsets added and clamped, HLS -> BGR), the mirror and the normalisation, written
-straight into the sample's row of a float32 NCHW batch.
+"""The pixel work of one ``aug="fork"`` sample after its resize: the mirror (``cv2.flip``), then, compiled with
+numba, the authors' HSL jitter (OpenCV's 8-bit BGR -> HLS, offsets added and clamped, HLS -> BGR) and the
+normalisation, written straight into the sample's row of a float32 NCHW batch.
 
 The HLS conversions repeat, operation by operation in float32, the AVX2 code of OpenCV 4.x's ``cv2.cvtColor``
 (``color_hsv.simd.hpp``), including its fused multiply-add in the hue, so both match ``cv2.cvtColor`` bit for bit

@@ -213,9 +213,10 @@ def readable_data(args, kv, scratch, logger):
     without the undecodable records; returns the reports of the skipped records."""
     skipped = []
     # every record head of the training set: once per job is enough, unless every worker must leave out the same
-    # records
+    # records; the validation set: only rank 0 validates
     check_train = args.data_train and not args.benchmark and (kv.rank == 0 or args.bad_records == "skip")
-    for flag, check in (("data_val", bool(args.data_val)), ("data_train", check_train)):
+    check_val = bool(args.data_val) and not args.benchmark and kv.rank == 0
+    for flag, check in (("data_val", check_val), ("data_train", check_train)):
         if check:
             rec, reports = data.readable_rec(getattr(args, flag), args.num_classes, args.bad_records,
                                              tempfile.mkdtemp(dir=scratch))
