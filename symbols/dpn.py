@@ -88,6 +88,15 @@ def _fuse_after_conv(arrangement):
     return arrangement.fuse_bn_relu and not arrangement.fold_for_inference
 
 
+def _gradient_in_blocks(widths, arrangement):
+    """Whether the 1x1 convolution after a BN-ReLU, with outputs in parts of these widths, hands the gradient back
+    in 16-channel blocks, which a fused BN-ReLU on 16-channel blocks needs (oneDNN's BatchNormWithReLU cannot mix
+    layouts): with split_weight_rows each part is padded to a multiple of 16 (``conv_width``); otherwise a width
+    that is not a multiple of 16 runs oneDNN's AVX2 kernel, whose gradient comes in 8-channel blocks even on an
+    AVX-512 CPU."""
+    return arrangement.split_weight_rows or all(width % BLOCK == 0 for width in widths)
+
+
 def _row_convs(x, prefix, rows, widths, stride=1):
     """One 1x1 convolution ``<prefix>__conv-part<i>`` per weight in ``rows``, of these widths."""
     return [conv_width(x, "%s__conv-part%d" % (prefix, i + 1), weight, width, stride)
@@ -125,9 +134,10 @@ def _bottleneck(x_in, name, r, groups, stride, arrangement):
         return conv(b, name + "_c3x3-b__conv", r, 3, stride, groups)
 
 
-def _last_bn_relu(b, name, split_c, arrangement):
+def _last_bn_relu(b, name, bw, inc, split_c, arrangement):
     """The BN-ReLU before the last 1x1 convolution (the authors' BN_AC unit when that convolution is split)."""
-    return _bn_relu(b, name + "_c1x1-c", arrangement, _fuse_after_conv(arrangement), conv_unit=not split_c)
+    fuse = _fuse_after_conv(arrangement) and _gradient_in_blocks((bw, inc), arrangement)
+    return _bn_relu(b, name + "_c1x1-c", arrangement, fuse, conv_unit=not split_c)
 
 
 def _last_rows(name, r, bw, inc, split_c):
@@ -160,11 +170,12 @@ def _unit(x, name, r, bw, inc, groups, kind, split_c, arrangement):
         residual, dense = x
     else:
         proj = projection_name(name, kind)
-        residual, dense = _conv_parts(_bn_relu(x_in, proj, arrangement, arrangement.fuse_bn_relu), proj,
-                                      (bw, 2 * inc), stride, arrangement)
+        fuse = arrangement.fuse_bn_relu and _gradient_in_blocks((bw, 2 * inc), arrangement)
+        residual, dense = _conv_parts(_bn_relu(x_in, proj, arrangement, fuse), proj, (bw, 2 * inc), stride,
+                                      arrangement)
     b = _bottleneck(x_in, name, r, groups, stride, arrangement)
-    out_res, out_dense = _last_convs(_last_bn_relu(b, name, split_c, arrangement), name, r, bw, inc, split_c,
-                                     arrangement)
+    out_res, out_dense = _last_convs(_last_bn_relu(b, name, bw, inc, split_c, arrangement), name, r, bw, inc,
+                                     split_c, arrangement)
     total = mx.sym.ElementWiseSum(residual.sym, out_res.sym, name=name + "_sum")
     return [Tensor(total, bw, residual.blocked and out_res.blocked), concat([dense, out_dense], name + "_cat")]
 
@@ -180,7 +191,7 @@ def _packed_unit(x, name, r, bw, inc, groups, kind, split_c, arrangement):
     stride = 2 if kind == "down" else 1
     width = (x.channels if kind == "normal" else bw + 2 * inc) + inc
     b = _bottleneck(x, name, r, groups, stride, arrangement)
-    c = _last_bn_relu(b, name, split_c, arrangement)
+    c = _last_bn_relu(b, name, bw, inc, split_c, arrangement)
     res_rows, dense_rows = _last_rows(name, r, bw, inc, split_c)
     if kind == "normal":
         carry = concat([x, conv_width(c, name + "_c1x1-c__conv-dense", dense_rows, inc)], name + "_cat")

@@ -1,5 +1,6 @@
 """Arrangements are independent switches: each one alone, and each CPU arrangement without one of them, trains the
 authors' network (or is refused); binding settings last for the bind."""
+import json
 import os
 from dataclasses import fields, replace
 
@@ -49,23 +50,39 @@ def gradients(symbol, args, aux, images, labels, dtype):
     return as_float64(grads)
 
 
-@pytest.mark.parametrize("network", ["dpn68", DPN92_SHORT], ids=["dpn68", "dpn92-short"])
-def test_each_switch_alone_and_each_left_out_trains_the_authors_network(network):
-    """DPN-68 (a 10-channel stem, 4 channels per group) and DPN-92's layouts: the gradients of every arrangement
-    one switch away from a preset or from the authors' graph are the authors' in float64, to float32 rounding."""
+CHANGES = single_changes()
+
+
+@pytest.fixture(scope="module", params=["dpn68", DPN92_SHORT], ids=["dpn68", "dpn92-short"])
+def authors_step(request):
+    """DPN-68 (a 10-channel stem, 4 channels per group) or DPN-92's layouts: random parameters, a batch and the
+    authors' gradients in float64."""
+    network = request.param
     exact = symbols.get_symbol(network, 10, image_size=SIZE)
     args, aux = random_params(exact, seed=11, data_shape=(BATCH, 3, SIZE, SIZE))
     rng = np.random.RandomState(12)
     batch = rng.uniform(-1, 1, (BATCH, 3, SIZE, SIZE)), rng.randint(0, 10, BATCH)
-    truth = gradients(exact, args, aux, *batch, "float64")
-    changes = single_changes()
-    assert len(changes) > 10
-    for label, arrangement in changes.items():
-        values = gradients(symbols.get_symbol(network, 10, image_size=SIZE, arrangement=arrangement), args, aux,
+    return network, args, aux, batch, gradients(exact, args, aux, *batch, "float64")
+
+
+def test_every_switch_has_neighbours():
+    assert len(CHANGES) > 10
+
+
+@pytest.mark.parametrize("label", list(CHANGES))
+def test_each_switch_alone_and_each_left_out_trains_the_authors_network(authors_step, label):
+    """The gradients of every arrangement one switch away from a preset or from the authors' graph are the
+    authors' in float64, to float32 rounding; an arrangement that MXNet cannot build or bind fails with its
+    label."""
+    network, args, aux, batch, truth = authors_step
+    try:
+        values = gradients(symbols.get_symbol(network, 10, image_size=SIZE, arrangement=CHANGES[label]), args, aux,
                            *batch, "float32")
-        assert relative_error(values, truth, truth) < 1e-2, label
-        for name in truth:
-            assert relative_error(values, truth, [name]) < 5e-2, (label, name)
+    except (mx.MXNetError, ValueError) as error:
+        pytest.fail("arrangement %r (%s) cannot be built or trained: %s" % (label, CHANGES[label], error))
+    assert relative_error(values, truth, truth) < 1e-2, label
+    for name in truth:
+        assert relative_error(values, truth, [name]) < 5e-2, (label, name)
 
 
 def test_combinations_that_train_wrongly_are_refused():
@@ -92,3 +109,28 @@ def test_bind_settings_last_for_the_bind(monkeypatch):
     with arrangement_policy.bind_settings(symbols.CPU):
         assert os.environ[name] == "4"
     assert os.environ[name] == "4"
+
+
+def fused_bn_relu_readers(symbol):
+    """{fused BN-ReLU name: [(op, output width) of each node that reads it]} in ``symbol``'s graph."""
+    nodes = json.loads(symbol.tojson())["nodes"]
+    readers = {node["name"]: [] for node in nodes if node["op"] == "_contrib_BatchNormWithReLU"}
+    for node in nodes:
+        for source, _, _ in node["inputs"]:
+            if nodes[source]["name"] in readers:
+                readers[nodes[source]["name"]].append((node["op"], int(node["attrs"].get("num_filter", 0))))
+    return readers
+
+
+@pytest.mark.parametrize("network", ["dpn92", "dpn107", "dpn68b"])
+def test_fused_bn_relu_only_before_convolutions_that_return_blocks(network):
+    """oneDNN's BatchNormWithReLU cannot take a gradient in another layout than its input's 16-channel blocks, and
+    a 1x1 convolution of a width that is not a multiple of 16 returns 8-channel blocks on AVX-512 CPUs too (DPN-92's
+    dense growth of 24, DPN-107's of 20, docs/cpu_arrangement.md): in every arrangement the fused BN-ReLU is read by
+    convolutions of such widths only."""
+    assert fused_bn_relu_readers(symbols.get_symbol(network, arrangement=symbols.CPU))
+    for label, arrangement in list(CHANGES.items()) + list(symbols.ARRANGEMENTS.items()):
+        readers = fused_bn_relu_readers(symbols.get_symbol(network, arrangement=arrangement))
+        for name, reading in readers.items():
+            assert reading and all(op == "Convolution" and width % 16 == 0 for op, width in reading), \
+                (label, name, reading)
