@@ -4,13 +4,15 @@
     python tools/mutation_check.py --list          # names, files and tests of the mutants
     python tools/mutation_check.py --only score-ignores-meanmax --baseline
 
-Each mutant is a small patch (file, text found exactly once today, replacement) and the tests that must catch it
+Each mutant is a small patch anchored to a definition (file, the function, class or module-level name that holds
+the text, text found exactly once in that definition's source, replacement) and the tests that must catch it
 (pytest arguments). The copy lives in a temporary folder (the files git tracks or would track, plus a link to the
 reference data), never in the working tree; each mutant runs only its own tests, with -x (the first failure is
-enough). A mutant whose text is no longer found exactly once is reported as stale: update it after changing the
-code it patches. ``--baseline`` first runs every selected test on the unmutated copy (a failure there would make
-every "caught" meaningless).
+enough). A mutant whose anchor is gone, or whose text is no longer found exactly once in it, is reported as stale:
+after moving code, update the anchor's file. ``--baseline`` first runs every selected test on the unmutated copy
+(a failure there would make every "caught" meaningless).
 """
+import ast
 import os
 import pathlib
 import shutil
@@ -30,7 +32,8 @@ class Mutant:
     name: str
     promise: str    # what the README promises, which the defect breaks
     path: str       # file, relative to the repository root
-    old: str        # text found exactly once in that file
+    anchor: str     # function or class (Class.method, outer.inner) or module-level name defined in that file
+    old: str        # text found exactly once in the anchor's source
     new: str
     tests: tuple    # pytest arguments that select the tests expected to fail
 
@@ -42,98 +45,93 @@ def raw(test_file, expression=None):
 
 MUTANTS = (
     Mutant("score-ignores-meanmax", "--meanmax pools the class-score map by 0.5 x (mean + max)", "test/score.py",
-           "args.size, args.meanmax,", "args.size, False,", raw("test_score.py", "raw_outputs and mean-max")),
-    Mutant("score-ignores-ten-crop", "--ten-crop averages ten views", "test/score.py",
-           "    if args.ten_crop:\n", "    if False:\n", raw("test_score.py", "raw_outputs and ten")),
-    Mutant("score-ignores-size", "--size S scores at S", "test/score.py",
+           "build", "args.size, args.meanmax,", "args.size, False,", raw("test_score.py", "raw_outputs and mean-max")),
+    Mutant("score-ignores-ten-crop", "--ten-crop averages ten views", "test/score.py", "build",
+           "if args.ten_crop:", "if False:", raw("test_score.py", "raw_outputs and ten")),
+    Mutant("score-ignores-size", "--size S scores at S", "test/score.py", "parse_args",
            "    args = parser.parse_args(argv)\n", "    args = parser.parse_args(argv)\n    args.size = 224\n",
            raw("test_score.py", "raw_outputs and 320")),
-    Mutant("score-ignores-resize", "--resize sets the short side before ten-crop", "test/score.py",
+    Mutant("score-ignores-resize", "--resize sets the short side before ten-crop", "test/score.py", "build",
            "args.resize or args.size * 256 // 224", "args.size * 256 // 224", raw("test_score.py", "ten")),
     Mutant("ten-crop-drops-a-view", "ten-crop: centre, 4 corners and their mirrors", "dpn_mxnet/data.py",
-           '        crops = ten_crop(image, (self._size, self._size)).astype("float32")\n',
+           "TenCropIter._crops", '        crops = ten_crop(image, (self._size, self._size)).astype("float32")\n',
            '        crops = ten_crop(image, (self._size, self._size)).astype("float32")\n        crops[9] = crops[0]\n',
            raw("test_data_iter.py", "ten_crop")),
     Mutant("val-crop-fraction", "validation crop fraction 1.0 (short side to S, S x S crop)", "dpn_mxnet/data.py",
-           "    resize = image_size if resize is None else resize\n",
-           "    resize = image_size * 8 // 7 if resize is None else resize\n",
+           "val_iter", "resize = image_size if resize is None", "resize = image_size * 8 // 7 if resize is None",
            raw("test_data_iter.py", "centred_crop")),
-    Mutant("mean-changed", "(pixel - (124, 117, 104)) x 0.0167", "dpn_mxnet/data.py",
-           "MEAN_RGB = (124, 117, 104)", "MEAN_RGB = (124, 116, 104)", raw("test_data_iter.py", "normalisation")),
-    Mutant("scale-changed", "(pixel - (124, 117, 104)) x 0.0167", "dpn_mxnet/data.py",
-           "SCALE = 0.0167", "SCALE = 0.017", raw("test_data_iter.py", "normalisation")),
-    Mutant("bilinear-not-bicubic", "bicubic resampling", "dpn_mxnet/data.py",
-           "BICUBIC = 2", "BICUBIC = 1", raw("test_data_iter.py", "centred_crop")),
+    Mutant("mean-changed", "(pixel - (124, 117, 104)) x 0.0167", "dpn_mxnet/data.py", "MEAN_RGB",
+           "(124, 117, 104)", "(124, 116, 104)", raw("test_data_iter.py", "normalisation")),
+    Mutant("scale-changed", "(pixel - (124, 117, 104)) x 0.0167", "dpn_mxnet/data.py", "SCALE",
+           "0.0167", "0.017", raw("test_data_iter.py", "normalisation")),
+    Mutant("bilinear-not-bicubic", "bicubic resampling", "dpn_mxnet/data.py", "BICUBIC",
+           "= 2", "= 1", raw("test_data_iter.py", "centred_crop")),
     Mutant("meanmax-drops-max-head", "mean-max: 0.5 x (average + max) of the class-score map", "symbols/meanmax.py",
-           "        out = (out + peak) * 0.5\n", "        out = (out + out) * 0.5\n",
-           raw("test_score_graph.py", "meanmax_matches")),
+           "score_logits", "(out + peak) * 0.5", "(out + out) * 0.5", raw("test_score_graph.py", "meanmax_matches")),
     Mutant("export-ignores-meanmax", "export_onnx --size 320 --meanmax exports the mean-max test graph",
-           "tools/export_onnx.py", "size, meanmax, spec.train_size)", "size, False, spec.train_size)",
+           "tools/export_onnx.py", "export", "size, meanmax, spec.train_size)", "size, False, spec.train_size)",
            raw("test_export_and_refine.py", "onnx")),
     Mutant("export-training-graph", "export_onnx at another size exports the fully-convolutional test graph",
-           "tools/export_onnx.py", "    if size == spec.train_size and not meanmax:\n", "    if True:\n",
+           "tools/export_onnx.py", "export", "if size == spec.train_size and not meanmax:", "if True:",
            raw("test_export_and_refine.py", "onnx")),
     Mutant("inference-arrangement-input", "the CPU variant arranged for inference computes the authors' function",
-           "symbols/dpn.py", '        a = conv(a, name + "_c1x1-a__conv", r)\n',
-           '        a = conv(a._replace(sym=a.sym * 1.01) if arrangement.fold_for_inference else a, '
-           'name + "_c1x1-a__conv", r)\n',
+           "symbols/dpn.py", "_bottleneck", 'a = conv(a, name + "_c1x1-a__conv", r)',
+           'a = conv(a._replace(sym=a.sym * 1.01) if arrangement.fold_for_inference else a, '
+           'name + "_c1x1-a__conv", r)',
            raw("test_fast_variant.py", "inference_outputs or inference_arrangement")),
     Mutant("merged-groups-shifted", "the CPU variant trains the authors' function, every named DPN",
-           "symbols/cpu_fast.py", "repeat=per_group, name=name + \"__group\") % m",
-           "repeat=per_group, name=name + \"__group\") * 0 % m", raw("test_fast_variant.py", "every_named")),
+           "symbols/cpu_fast.py", "grouped_conv", 'name=name + "__group") % m', 'name=name + "__group") * 0 % m',
+           raw("test_fast_variant.py", "every_named")),
     Mutant("padding-rows-counted", "every validation image is scored exactly once", "dpn_mxnet/evaluation.py",
-           "        keep = batch.data[0].shape[0] - batch.pad\n", "        keep = batch.data[0].shape[0]\n",
+           "evaluate", "keep = batch.data[0].shape[0] - batch.pad", "keep = batch.data[0].shape[0]",
            raw("test_score.py", "raw_outputs and 224")),
     Mutant("refine-uncentred-variance", "BN refinement averages each batch's mean and variance", "tools/refine_bn.py",
-           "variances[name] + value.var(axis=(0, 2, 3))", "variances[name] + (value ** 2).mean(axis=(0, 2, 3))",
+           "refine", "value.var(axis=(0, 2, 3))", "(value ** 2).mean(axis=(0, 2, 3))",
            raw("test_export_and_refine.py", "averages")),
     Mutant("resume-from-fresh-weights", "--resume continues from the checkpoint's weights", "train/train_imagenet.py",
-           "        return saved.arg_params, saved.aux_params\n", "        return None, None\n",
+           "initial_params", "return saved.arg_params, saved.aux_params", "return None, None",
            raw("test_train.py", "resume_continues")),
     Mutant("resume-without-momentum", "--resume continues with the optimizer state", "train/train_imagenet.py",
-           "        if os.path.isfile(states):\n", "        if False:\n",
-           raw("test_train.py", "resume_continues")),
-    Mutant("momentum-flag-ignored", "--mom sets SGD's momentum", "train/train_imagenet.py",
+           "train", "if os.path.isfile(states):", "if False:", raw("test_train.py", "resume_continues")),
+    Mutant("momentum-flag-ignored", "--mom sets SGD's momentum", "train/train_imagenet.py", "train",
            '"momentum": args.mom,', '"momentum": 0.9,', raw("test_train.py", "resume_continues")),
-    Mutant("lr-scaling", "lr 0.316 per 1280 images, scaled linearly", "train/train_imagenet.py",
-           "REFERENCE_LR, REFERENCE_BATCH = 0.316, 1280", "REFERENCE_LR, REFERENCE_BATCH = 0.316, 1024",
-           raw("test_train.py", "default_recipe")),
-    Mutant("weight-decay-default", "weight decay 1e-4", "train/train_imagenet.py",
+    Mutant("lr-scaling", "lr 0.316 per 1280 images, scaled linearly", "train/train_imagenet.py", "REFERENCE_BATCH",
+           "0.316, 1280", "0.316, 1024", raw("test_train.py", "default_recipe")),
+    Mutant("weight-decay-default", "weight decay 1e-4", "train/train_imagenet.py", "parse_args",
            'default=1e-4, help="weight decay"', 'default=5e-4, help="weight decay"',
            raw("test_train.py", "default_recipe")),
-    Mutant("lr-steps-default", "x0.1 at epochs 30, 60, 90", "train/train_imagenet.py",
+    Mutant("lr-steps-default", "x0.1 at epochs 30, 60, 90", "train/train_imagenet.py", "parse_args",
            'default="30,60,90"', 'default="30,60,80"', raw("test_train.py", "default_recipe")),
     Mutant("model-info-not-atomic", "checkpoint files are renamed into place once complete", "dpn_mxnet/checkpoint.py",
-           "    atomic_write(model_path(prefix), lambda tmp: _write_json(tmp, info))\n",
-           "    _write_json(model_path(prefix), info)\n",
-           raw("test_train.py", "interrupted")),
+           "save_model_info", "atomic_write(model_path(prefix), lambda tmp: _write_json(tmp, info))",
+           "_write_json(model_path(prefix), info)", raw("test_train.py", "interrupted")),
     Mutant("symbol-not-atomic", "checkpoint files are renamed into place once complete", "dpn_mxnet/checkpoint.py",
-           "    atomic_write(symbol_path(prefix), symbol.save)\n", "    symbol.save(symbol_path(prefix))\n",
+           "save", "atomic_write(symbol_path(prefix), symbol.save)", "symbol.save(symbol_path(prefix))",
            raw("test_train.py", "interrupted")),
     Mutant("predict-ignores-resize", "predict --resize sets the short side before the centre crop",
-           "tools/predict.py", "data.load_image(path, size, args.resize)", "data.load_image(path, size)",
+           "tools/predict.py", "predict", "load_image(path, size, args.resize)", "load_image(path, size)",
            raw("test_predict.py", "any_size")),
     Mutant("predict-squashes", "predict: short side resized, then the centre crop", "dpn_mxnet/data.py",
-           "    image = mx.image.resize_short(image, resize or image_size, interp=BICUBIC)\n",
-           "    image = mx.image.imresize(image, resize or image_size, resize or image_size, interp=BICUBIC)\n",
+           "load_image", "mx.image.resize_short(image, resize or image_size, interp=BICUBIC)",
+           "mx.image.imresize(image, resize or image_size, resize or image_size, interp=BICUBIC)",
            raw("test_predict.py", "any_size")),
     Mutant("hsl-planes-swapped", "HSL jitter (20, 40, 50) on hue, saturation, lightness", "dpn_mxnet/data.py",
-           "np.clip(values + d_l, 0, 255), np.clip(values + d_s, 0, 255)",
+           "hsl_jitter", "np.clip(values + d_l, 0, 255), np.clip(values + d_s, 0, 255)",
            "np.clip(values + d_s, 0, 255), np.clip(values + d_l, 0, 255)", raw("test_data_augment.py", "hsl")),
-    Mutant("benchmark-fastest-step", "img/s over the median step", "dpn_mxnet/benchmarking.py",
+    Mutant("benchmark-fastest-step", "img/s over the median step", "dpn_mxnet/benchmarking.py", "report",
            "images_per_step / statistics.median(times)", "images_per_step / min(times)",
            raw("test_benchmark.py", "json_line")),
     Mutant("benchmark-binds-other-graph", "the benchmark binds the graph its entry point binds", "tools/benchmark.py",
-           "symbols.logits(args.network, image_size=args.size, arrangement=arrangement)",
+           "build_symbol", "symbols.logits(args.network, image_size=args.size, arrangement=arrangement)",
            "symbols.logits(args.network, image_size=args.size, arrangement=symbols.AUTHORS)",
            raw("test_benchmark.py", "json_line")),
     Mutant("batch-memory-ignores-holders", "batches handed to training are never written while held",
-           "dpn_mxnet/fork_pipeline.py", "            if sys.getrefcount(array) == 3:",
-           "            if sys.getrefcount(array) >= 3:", raw("test_fork_pipeline.py", "intact or batch_memory")),
+           "dpn_mxnet/fork_pipeline.py", "BatchMemory.take", "if sys.getrefcount(array) == 3:",
+           "if sys.getrefcount(array) >= 3:", raw("test_fork_pipeline.py", "intact or batch_memory")),
     Mutant("fork-draws-unbuffered-uint32", "aug fork draws what numpy's generator draws", "dpn_mxnet/fork_draws.py",
-           "    if pcg[4]:\n", "    if False:\n", raw("test_fork_pipeline.py", "compiled_draws or reference")),
-    Mutant("fork-mirror-dropped", "aug fork mirrors half of the crops", "dpn_mxnet/fork_kernel.py",
-           "    if mirror:  # the jitter", "    if False:  # the jitter", raw("test_fork_kernel.py", "every_colour")),
+           "_next32", "if pcg[4]:", "if False:", raw("test_fork_pipeline.py", "compiled_draws or reference")),
+    Mutant("fork-mirror-dropped", "aug fork mirrors half of the crops", "dpn_mxnet/fork_kernel.py", "augment_into",
+           "if mirror:  # the jitter", "if False:  # the jitter", raw("test_fork_kernel.py", "every_colour")),
 )
 
 
@@ -173,15 +171,53 @@ def reference_folder():
     return pathlib.Path(os.environ.get("DPN_REFERENCE") or REPO.parent / "shared" / "reference")
 
 
-def stale(mutant):
-    """Why ``mutant`` no longer applies to this checkout, or None."""
-    path = REPO / mutant.path
+def definitions(tree, prefix=""):
+    """(qualified name, node) of the functions and classes defined in ``tree`` (nested as ``Class.method`` or
+    ``outer.inner``) and of the names its module and class bodies assign."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield prefix + node.name, node
+            yield from definitions(node, prefix + node.name + ".")
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and not isinstance(tree, (ast.FunctionDef,
+                                                                                      ast.AsyncFunctionDef)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                for name in ast.walk(target):
+                    if isinstance(name, ast.Name):
+                        yield prefix + name.id, node
+
+
+def anchor_span(text, anchor):
+    """(start, end): the characters of ``text`` (Python source) that define ``anchor``, whole lines from its first
+    decorator to its last line; None where nothing of that name is defined."""
+    for name, node in definitions(ast.parse(text)):
+        if name == anchor:
+            first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+            lines = text.splitlines(keepends=True)
+            return sum(map(len, lines[:first - 1])), sum(map(len, lines[:node.end_lineno]))
+    return None
+
+
+def stale(mutant, root=REPO):
+    """Why ``mutant`` no longer applies to the checkout at ``root``, or None."""
+    path = root / mutant.path
     if not path.is_file():
         return "%s: no such file" % mutant.path
-    count = path.read_text().count(mutant.old)
+    text = path.read_text()
+    span = anchor_span(text, mutant.anchor)
+    if span is None:
+        return "%s: defines no function, class or name %r (moved? update the mutant's file)" % (mutant.path,
+                                                                                                mutant.anchor)
+    count = text[span[0]:span[1]].count(mutant.old)
     if count != 1:
-        return "%s: the text to replace is found %d times, expected once: %r" % (mutant.path, count, mutant.old)
+        return "%s, %s: the text to replace is found %d times, expected once: %r" % (mutant.path, mutant.anchor,
+                                                                                     count, mutant.old)
     return None
+
+
+def planted(mutant, text):
+    """``text`` (the mutant's file) with its defect planted inside its anchor."""
+    start, end = anchor_span(text, mutant.anchor)
+    return text[:start] + text[start:end].replace(mutant.old, mutant.new, 1) + text[end:]
 
 
 def run_tests(copy, tests, timeout):
@@ -202,7 +238,7 @@ def check(mutant, copy, timeout):
     """Plant ``mutant`` in ``copy``, run its tests, restore the file; returns (verdict, seconds, detail)."""
     target = copy / mutant.path
     original = target.read_text()
-    target.write_text(original.replace(mutant.old, mutant.new, 1))
+    target.write_text(planted(mutant, original))
     try:
         code, seconds, last = run_tests(copy, mutant.tests, timeout)
     finally:
@@ -219,7 +255,7 @@ def main(argv=None):
     mutants = [m for m in MUTANTS if not args.only or m.name in args.only]
     if args.list:
         for m in mutants:
-            print("%-28s %-24s %-60s %s" % (m.name, m.path, m.promise, " ".join(m.tests)))
+            print("%-28s %-44s %-60s %s" % (m.name, "%s::%s" % (m.path, m.anchor), m.promise, " ".join(m.tests)))
         return 0
     if not (reference_folder() / "official").is_dir():
         print("reference data not found at %s (set DPN_REFERENCE): the tests that need it would skip, and a "
