@@ -3,7 +3,7 @@
 Layout under a prefix P (the MXNet convention, so ``mx.model.load_checkpoint`` reads ours too):
 ``P-symbol.json``, ``P-NNNN.params`` (keys ``arg:``/``aux:``, float32), ``P-NNNN.states`` (optimizer) and, for
 ours, ``P-model.json`` (network configuration, classes, classifier name, training size), ``P-NNNN.recipe.json``
-(``train.recipe``: how the run was made) and ``P-metrics.jsonl`` (one epoch summary per line). Each file is
+(``dpn_mxnet.recipe``: how the run was made) and ``P-metrics.jsonl`` (one epoch summary per line). Each file is
 written to a temporary name and renamed, and the .params file comes last, so an epoch whose .params exists is
 complete.
 """
@@ -134,7 +134,8 @@ def _write_json(path, value):
 
 
 def load_recipe(prefix, epoch):
-    """The recipe saved with epoch ``epoch`` (``train.recipe.load``), or None for checkpoints written without one."""
+    """The recipe saved with epoch ``epoch`` (``dpn_mxnet.recipe.load``), or None for checkpoints written without
+    one."""
     path = recipe_path(prefix, epoch)
     return read_recipe(path) if os.path.isfile(path) else None
 

@@ -251,7 +251,7 @@ def test_variant_trains_every_named_dpn(form, authors_step):
 
 
 def test_inference_arrangement_matches_for_every_named_dpn():
-    """Bound as prediction binds it (train.evaluation.inference_module), the inference arrangement of every
+    """Bound as prediction binds it (dpn_mxnet.evaluation.inference_module), the inference arrangement of every
     variant gives the authors' graph's logits (oneDNN refuses some layout mixes; the sizes differ per variant)."""
     images = mx.nd.array(structured_images(64, 2, seed=7))
     for network in symbols.VARIANTS:

@@ -16,8 +16,8 @@ On top of them the shim
   that jobs started at the same time on one machine never pick the same port;
 * checks every hostfile line (``host`` or ``host:port``; blank lines and ``#`` comments are skipped) with a
   non-interactive ssh before anything starts;
-* supervises every process of the job (``tools.supervisor``): the first non-zero exit prints one line naming the
-  role, host and kvstore rank, stops every other process, and the launcher exits 1 (0 when all exit 0);
+* supervises every process of the job (``dpn_mxnet.launcher.supervisor``): the first non-zero exit prints one line
+  naming the role, host and kvstore rank, stops every other process, and the launcher exits 1 (0 when all exit 0);
 * with ``--max-restarts N``, relaunches a job that stopped on a failure up to N times, each time with
   ``--resume auto`` on COMMAND (replacing any --resume given), and prints one line per restart.
 """

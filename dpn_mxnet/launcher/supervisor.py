@@ -4,9 +4,9 @@
 the tracker uses). Every command the tracker starts (scheduler, servers, workers, local or over ssh) runs in its own
 session with a pipe on stdin, and its output is relayed line by line behind a ``[role rank@host]`` prefix. The first
 non-zero exit prints one line naming the process, its exit status and its last line on stderr (the cause it
-printed, e.g. ``error: ...``), then the job is stopped: every stdin pipe is
-closed (``tools.remote_guard`` then stops the process, here or at the far end of an ssh connection) and whatever is
-still running after ``STOP_GRACE_S`` is killed with its process group.
+printed, e.g. ``error: ...``), then the job is stopped: every stdin pipe is closed
+(``dpn_mxnet.launcher.remote_guard`` then stops the process, here or at the far end of an ssh connection) and
+whatever is still running after ``STOP_GRACE_S`` is killed with its process group.
 
 The kvstore rank of a worker is assigned by ps-lite, so only the worker knows it: training scripts call
 ``announce_rank(kv)`` right after creating the kvstore, and the supervisor reads the marker line it prints.
