@@ -6,8 +6,8 @@ import pathlib
 import pytest
 
 # fixtures: photo_rec, digits_rec (datasets.py); released (checkpoints.py); job_tag (launch_helpers.py);
-# ssh_server (sshd.py)
-pytest_plugins = ["datasets", "checkpoints", "launch_helpers", "sshd"]
+# ssh_server (sshd.py); tiny_digits_run (trained.py)
+pytest_plugins = ["datasets", "checkpoints", "launch_helpers", "sshd", "trained"]
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 REFERENCE = pathlib.Path(os.environ.get("DPN_REFERENCE") or REPO.parent / "shared" / "reference")

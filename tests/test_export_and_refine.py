@@ -15,14 +15,20 @@ from dpn_mxnet import checkpoint, data
 from dpn_mxnet.evaluation import evaluate
 
 from conftest import REPO
+from in_process import run_script
 from checkpoints import FEATURES, assert_depends_on_input, msra_params
 from test_score_graph import meanmax_reference, structured_images
 from test_symbols import forward, logits_of
-from test_train import DIGITS_AUG, TINY, run_train, train_command
+from test_train import TINY
 
 
-def tool(*args):
-    done = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=300)
+def tool(*args, process=True):
+    """The report of a tool run as a process or, without ``process``, in this process (in_process.py)."""
+    if process:
+        done = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
+    else:
+        done = run_script(*args)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -42,8 +48,12 @@ def test_onnx_export_matches_mxnet(released, tmp_path, options):
     input and output are named for what they are; the preprocessing is printed and stored with the model."""
     prefix, graph, args, aux = released
     out = tmp_path / "dpn68.onnx"
-    done = subprocess.run([sys.executable, "tools/export_onnx.py", "--model-prefix", prefix, "-o", out,
-                           *map(str, options)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    command = ["tools/export_onnx.py", "--model-prefix", prefix, "-o", out, *options]
+    if options:  # the other case runs the tool as a process of its own
+        done = run_script(*command)
+    else:
+        done = subprocess.run([sys.executable, *map(str, command)], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
     assert done.returncode == 0, done.stderr
     note, line = done.stdout.strip().splitlines()[-2:]
     report = json.loads(line)
@@ -85,7 +95,7 @@ def test_bn_refinement_averages_the_statistics_of_each_batch(tmp_path, digits_re
     checkpoint.save(prefix, 1, symbol, args, aux)
     checkpoint.save_model_info(prefix, {"network": TINY, "num_classes": 10, "image_size": 32})
     tool("tools/refine_bn.py", "--model-prefix", prefix, "--load-epoch", 1, "--data-train", digits_rec.train, "--batches", 3,
-         "--batch-size", 8, "--data-nthreads", 1)
+         "--batch-size", 8, "--data-nthreads", 1, process=False)
     refined = checkpoint.load(prefix + "-bnrefined", 1)
 
     weight = args["conv1_x_1__conv_weight"].asnumpy().astype(np.float64)
@@ -114,11 +124,10 @@ def accuracy(prefix, epoch, rec):
     return 100 - evaluate(module, batches).top1_error
 
 
-def test_bn_refinement_restores_corrupted_statistics(tmp_path, digits_rec):
-    prefix = str(tmp_path / "tiny")
-    done = run_train(train_command(digits_rec, prefix, "--batch-size", 8, "--num-epochs", 4, "--lr", 0.1,
-                                   *DIGITS_AUG))
-    assert done.returncode == 0, done.stderr
+def test_bn_refinement_restores_corrupted_statistics(tmp_path, digits_rec, tiny_digits_run):
+    """Epoch 4 of the shared run (trained.py: batch 8, rate 0.1, the digits' augmentation), its BatchNorm
+    statistics corrupted, then refined."""
+    prefix = tiny_digits_run
     trained = accuracy(prefix, 4, digits_rec.val)
     assert trained > 50
 

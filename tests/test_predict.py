@@ -13,12 +13,16 @@ from dpn_mxnet.packing import IMAGENET_CLASSES
 from dpn_mxnet.sample_photos import sample_photo
 
 from conftest import REPO
+from in_process import run_script
 from test_data_iter import centre_crop
 
 SIZE = 224
 
 
-def predict(*args):
+def predict(*args, process=False):
+    """tools/predict.py run in this process (in_process.py) or, with ``process``, as a process of its own."""
+    if not process:
+        return run_script("tools/predict.py", *args)
     return subprocess.run([sys.executable, "tools/predict.py", *map(str, args)], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
 
@@ -95,7 +99,7 @@ def test_top_classes_match_the_authors_graph(released, photos, options):
 def test_text_output_and_class_numbers_file(released, photos, tmp_path):
     classes = tmp_path / "classes.txt"
     classes.write_text("".join("c%d\n" % i for i in range(1000)))
-    done = predict("--model-prefix", released[0], "--top", 2, "--classes", classes, photos[0])
+    done = predict("--model-prefix", released[0], "--top", 2, "--classes", classes, photos[0], process=True)
     assert done.returncode == 0, done.stderr
     line, = done.stdout.splitlines()
     assert line.startswith("%s: " % photos[0]) and line.count("(c") == 2
@@ -109,6 +113,6 @@ def test_text_output_and_class_numbers_file(released, photos, tmp_path):
     (lambda tmp: sample_photo("chelsea.png"), ["--size", "16"], 1, "too small for this DPN: it needs at least 32 px"),
 ])
 def test_bad_input_gives_one_line_error(released, tmp_path, make_input, options, status, message):
-    done = predict("--model-prefix", released[0], make_input(tmp_path), *options)
+    done = predict("--model-prefix", released[0], make_input(tmp_path), *options, process=True)
     assert done.returncode == status  # 2: a usage error, found before any work
     assert message in done.stderr and "Traceback" not in done.stderr

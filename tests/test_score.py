@@ -14,11 +14,15 @@ from dpn_mxnet import data
 
 from checkpoints import FEATURES, assert_depends_on_input
 from conftest import REPO
+from in_process import run_script
 from test_data_iter import centre_crop
 from test_score_graph import meanmax_reference, softmax
 
 
-def score(*args):
+def score(*args, process=True):
+    """test/score.py as a process of its own or, without ``process``, run in this process (in_process.py)."""
+    if not process:
+        return run_script("test/score.py", *args)
     return subprocess.run([sys.executable, "test/score.py", *map(str, args)], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
 
@@ -140,7 +144,7 @@ def test_score_reports_the_errors_of_the_raw_outputs(released, photo_rec, output
     rec = relabelled(photo_rec.val, labels, tmp_path / "val.rec")
 
     done = score("--model-prefix", released[0], "--load-epoch", 0, "--data-val", rec, "--batch-size", 4, "--json",
-                 *options)
+                 *options, process=case == "224")
     assert done.returncode == 0, done.stderr
     row = json.loads(done.stdout)
     assert row["model"] == "dpn68" and row["images"] == len(labels) == data.num_records(photo_rec.val)

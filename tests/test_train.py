@@ -16,6 +16,7 @@ from dpn_mxnet.fit import SUMMARY_TAG
 
 from conftest import REPO
 from launch_helpers import run_launcher
+from trained import copy_epoch
 
 TINY = json.dumps({"stem_filters": 16, "stem_kernel": 3, "k_r": 32, "groups": 8, "k_sec": [1, 1, 1],
                    "inc_sec": [16, 16, 16], "bw_base": 32})
@@ -206,15 +207,14 @@ def momentum_arrays(path):
     return [value.asnumpy() for value in states.values() if value is not None]
 
 
-def test_resume_continues_from_the_saved_weights_and_momentum(tmp_path, digits_rec):
+def test_resume_continues_from_the_saved_weights_and_momentum(tmp_path, digits_rec, tiny_digits_run):
     """One epoch at learning rate 0 after --resume: without momentum the weights stay the checkpoint's, bit for
     bit; with momentum 0.9 each step adds 0.9 x the previous step, starting from the momentum saved with the
     checkpoint, so the epoch moves every weight by (0.9 + 0.9^2 + ... + 0.9^B) x its saved momentum. The changes of
-    the checkpoint's recipe are asked for (--allow-recipe-change)."""
+    the checkpoint's recipe are asked for (--allow-recipe-change). The checkpoint: epoch 1 of the shared run
+    (trained.py: batch 8, rate 0.1, the digits' augmentation)."""
     prefix = tmp_path / "tiny"
-    done = run_train(train_command(digits_rec, prefix, "--batch-size", 8, "--num-epochs", 1, "--lr", 0.1,
-                                   *DIGITS_AUG))
-    assert done.returncode == 0, done.stderr
+    copy_epoch(tiny_digits_run, 1, str(prefix))
     saved = checkpoint.load(str(prefix), 1).arg_params
     momenta = momentum_arrays(checkpoint.states_path(str(prefix), 1))
     steps = training_data.batches_per_epoch(data.num_records(digits_rec.train), 1, 8)
