@@ -87,3 +87,8 @@ def test_the_scan_finds_the_names_it_is_meant_to_check():
 def test_every_dotted_path_in_docs_and_docstrings_resolves():
     stale = {name: sorted(files) for name, files in named_paths().items() if not resolves(name)}
     assert not stale, "named but not found (moved or renamed?): %s" % stale
+
+
+def test_the_readme_stays_a_users_page():
+    """README.md is for users, at most 300 lines; studies and measurements go in docs/."""
+    assert len((REPO / "README.md").read_text().splitlines()) <= 300
