@@ -29,11 +29,11 @@ lint: setup
 test: lint
 	$(PY) -m pytest -q --durations=15 tests
 
-# Defects planted one at a time in a temporary copy, each against its own tests (tools/mutation_check.py --list);
+# Defects planted one at a time in a temporary copy, each against its own tests (tools/dev/mutation_check.py --list);
 #   exit 1 if a defect goes unnoticed. MUTATION_ARGS="--only NAME ... --baseline" (see -h).
 MUTATION_ARGS ?=
 mutation: setup
-	OMP_NUM_THREADS=1 $(PY) tools/mutation_check.py $(MUTATION_ARGS)
+	OMP_NUM_THREADS=1 $(PY) tools/dev/mutation_check.py $(MUTATION_ARGS)
 
 # ImageNet-style folder -> train/val .lst/.rec/.idx: make rec DATA=/data/imagenet OUT=/data/rec
 #   REC_ARGS="--val-labels /data/imagenet/val.txt --val-resize 320 --num-thread 16"   (see tools/make_rec.py -h)
@@ -57,17 +57,17 @@ else
 	    python $(abspath train/train_imagenet.py) --network '$(MODEL)' --kv-store dist_sync $(ARGS)
 endif
 
-# Speed on synthetic data (CPU: 2 threads). bench: one MXNet measurement, one JSON line (tools/benchmark.py -h):
+# Speed on synthetic data (CPU: 2 threads). bench: one MXNet measurement, one JSON line (tools/dev/benchmark.py -h):
 #   make bench BENCH_ARGS="--network dpn68 --mode infer --batch-size 32"
 # bench-timm: the side-by-side table with timm, which runs in its own .venv-timm (about 20 minutes on 2 cores;
-#   SIDE_ARGS="--rounds 5 --repeats 5" for steadier figures, see tools/bench_side_by_side.py -h).
+#   SIDE_ARGS="--rounds 5 --repeats 5" for steadier figures, see tools/dev/bench_side_by_side.py -h).
 THREADS    ?= 2
 BENCH_ARGS ?= --network dpn92 --mode train --batch-size 16
 SIDE_ARGS  ?=
 TIMM_VENV  := .venv-timm
 TIMM_STAMP := $(TIMM_VENV)/.installed-timm-1.0.31
 bench: setup
-	OMP_NUM_THREADS=$(THREADS) $(PY) tools/benchmark.py $(BENCH_ARGS)
+	OMP_NUM_THREADS=$(THREADS) $(PY) tools/dev/benchmark.py $(BENCH_ARGS)
 
 $(TIMM_STAMP):
 	test -x $(TIMM_VENV)/bin/python || $(PYTHON) -m venv $(TIMM_VENV)
@@ -80,4 +80,4 @@ $(TIMM_STAMP):
 timm-venv: $(TIMM_STAMP)
 
 bench-timm: setup $(TIMM_STAMP)
-	$(PY) tools/bench_side_by_side.py --threads $(THREADS) $(SIDE_ARGS)
+	$(PY) tools/dev/bench_side_by_side.py --threads $(THREADS) $(SIDE_ARGS)

@@ -1,7 +1,7 @@
 """The random draws of ``aug="fork"`` samples, compiled with numba. Sample ``position`` of the pass ``key``
 (``data.pass_key``) draws from numpy's ``np.random.default_rng([*key, position])`` (SeedSequence, PCG64,
 Generator), repeated here operation by operation so that ``random``, ``uniform`` and ``integers`` give the same
-numbers; the draws are those that ``data.ForkAugmenter`` describes. tests/fork_reference.py holds the plain Python
+numbers; the draws are those that ``data.ForkAugmenter`` describes. tools/dev/fork_reference.py holds the plain Python
 version they equal.
 
 One call makes the draws of a whole batch, which is what makes them cheap.

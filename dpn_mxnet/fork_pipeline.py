@@ -3,7 +3,7 @@
 mirrored and normalised by ``fork_kernel`` straight into the batch, in worker threads.
 
 The random draws are made by ``fork_draws``, and the pixels equal those of the straightforward implementation
-(tests/fork_reference.py) bit for bit, whatever the number of threads.
+(tools/dev/fork_reference.py) bit for bit, whatever the number of threads.
 """
 import collections
 import concurrent.futures

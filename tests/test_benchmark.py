@@ -1,4 +1,4 @@
-"""tools/benchmark.py prints one JSON line per run; the side-by-side driver reads its cases strictly."""
+"""tools/dev/benchmark.py prints one JSON line per run; the side-by-side driver reads its cases strictly."""
 import json
 import statistics
 import subprocess
@@ -8,8 +8,8 @@ import mxnet as mx
 import pytest
 
 import symbols
-from tools.bench_side_by_side import CaseError, parse_case
-from tools.benchmark import graph_digest
+from tools.dev.bench_side_by_side import CaseError, parse_case
+from tools.dev.benchmark import graph_digest
 
 from conftest import REPO
 
@@ -18,7 +18,7 @@ TINY = ('{"stem_filters": 16, "stem_kernel": 3, "k_r": 32, "groups": 8, "k_sec":
 
 
 def benchmark(*args):
-    return subprocess.run([sys.executable, "-m", "tools.benchmark", "--network", TINY, "--batch-size", "2",
+    return subprocess.run([sys.executable, "-m", "tools.dev.benchmark", "--network", TINY, "--batch-size", "2",
                            "--warmup", "0", "--repeats", "2"] + list(args), cwd=REPO, capture_output=True, text=True,
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
 

@@ -11,8 +11,8 @@ from dpn_mxnet import cli
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Entry points whose parser is built by calling main or parse_args with an empty command line (mxnet imports only).
 ENTRY_POINTS = ("train/train_imagenet.py:parse_args", "test/score.py:parse_args", "tools/predict.py:parse_args",
-                "tools/export_onnx.py:parse_args", "tools/refine_bn.py:parse_args", "tools/benchmark.py:parse_args",
-                "tools/bench_side_by_side.py:parse_args", "tools/bench_io.py:main", "tools/demo.py:parse_args",
+                "tools/export_onnx.py:parse_args", "tools/refine_bn.py:parse_args", "tools/dev/benchmark.py:parse_args",
+                "tools/dev/bench_side_by_side.py:parse_args", "tools/dev/bench_io.py:main", "tools/demo.py:parse_args",
                 "tools/make_rec.py:main", "tools/make_digits.py:main", "tools/make_class_index.py:main",
                 "tools/summary.py:main", "tools/plot_log.py:main", "tools/convert_weights.py:parse_args")
 RETIRED = ("--prefix", "--epoch", "--model", "--image-size", "--cpu-fast", "--variant")
@@ -95,7 +95,7 @@ def test_shared_options_have_one_name_one_default_one_meaning(parsers):
     for option in ("--model-prefix", "--load-epoch", "--network", "--size"):
         for path in readers:
             assert option in options(parsers[path]), (path, option)
-    for path in readers[:2] + readers[3:] + ("train/train_imagenet.py", "tools/benchmark.py"):  # export: the CPU
+    for path in readers[:2] + readers[3:] + ("train/train_imagenet.py", "tools/dev/benchmark.py"):  # export: the CPU
         assert "--gpus" in options(parsers[path]), path
     assert options(parsers["train/train_imagenet.py"])["--size"].default == 224
     assert options(parsers["test/score.py"])["--arrangement"].default == "auto"

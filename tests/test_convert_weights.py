@@ -1,5 +1,5 @@
 """tools/convert_weights.py: checkpoints <-> timm's DPN state dict, checked against timm's own names, shapes and
-logits (tools/timm_reference.py in .venv-timm)."""
+logits (tools/dev/timm_reference.py in .venv-timm)."""
 import json
 import os
 import shutil
@@ -104,7 +104,7 @@ def test_parameter_layers_name_every_parameter_but_the_classifier():
 
 
 def test_mapping_matches_timm_state_dict_manifest():
-    """Keys, shapes and dtypes of every variant equal timm's own state dict (tools/timm_reference.py manifest)."""
+    """Keys, shapes and dtypes of every variant equal timm's own state dict (tools/dev/timm_reference.py manifest)."""
     manifest = json.loads(MANIFEST.read_text())["models"]
     assert sorted(manifest) == sorted(symbols.VARIANTS)
     for network in symbols.VARIANTS:
@@ -234,7 +234,7 @@ def test_logits_equal_timms(converted, tmp_path):
     timm_weights.write_state(str(tmp_path / "swapped.safetensors"), state)
     jobs.append(dict(jobs[0], weights=str(tmp_path / "swapped.safetensors"), out=str(tmp_path / "swapped.npy")))
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
-    run_tool("-m", "tools.timm_reference", "logits", tmp_path / "jobs.json", python=python)
+    run_tool("-m", "tools.dev.timm_reference", "logits", tmp_path / "jobs.json", python=python)
     differences = {key: float(np.abs(value - np.load(tmp_path / ("%s-%d.npy" % key))).max())
                    for key, value in ours.items()}
     swapped = np.load(tmp_path / "swapped.npy")

@@ -80,7 +80,7 @@ def test_the_scan_finds_the_names_it_is_meant_to_check():
     assert "train.rec" not in found
     assert names_in("`[worker 1] train.x.Error: ...` and `symbols.CPU(...)`, train.y.z.") == ["train.y.z",
                                                                                               "symbols.CPU"]
-    assert resolves("tools.timm_reference") and resolves("dpn_mxnet.launcher.supervisor.STOP_GRACE_S")
+    assert resolves("tools.dev.timm_reference") and resolves("dpn_mxnet.launcher.supervisor.STOP_GRACE_S")
     assert not resolves("dpn_mxnet.no_such_module") and not resolves("symbols.CPU.nope")
 
 

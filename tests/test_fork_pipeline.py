@@ -1,5 +1,5 @@
 """The aug="fork" pipeline (dpn_mxnet/fork_pipeline.py, through training_data.train_iter) against the straightforward
-implementation in tests/fork_reference.py, on the packed photographs (JPEGs of several sizes, greyscale, CMYK, PNG
+implementation in tools/dev/fork_reference.py, on the packed photographs (JPEGs of several sizes, greyscale, CMYK, PNG
 data, a 20x15 image): equal batches bit for bit across passes and padding, whatever the number of threads; batches
 that stay intact while later ones are made; JPEG decoding equal to OpenCV's; RecordIO records split in parts."""
 import re
@@ -12,7 +12,7 @@ from PIL import Image
 from dpn_mxnet import data, fork_draws, fork_pipeline, training_data
 
 from datasets import photo, run_tool
-from fork_reference import ThreadedRecordIter, draw, sample_rng
+from tools.dev.fork_reference import ThreadedRecordIter, draw, sample_rng
 
 BATCH = 8
 
@@ -178,7 +178,7 @@ def test_an_undecodable_record_gives_a_one_line_error(tmp_path):
                          ids=["defaults", "no-jitter", "whole-image", "other-ranges"])
 def test_compiled_draws_equal_numpys_generator(augmenter):
     """fork_draws repeats SeedSequence, PCG64 and Generator.random/uniform/integers: its draws equal the plain
-    Python ones (tests/fork_reference.py) from np.random.default_rng([*key, position]), for keys as
+    Python ones (tools/dev/fork_reference.py) from np.random.default_rng([*key, position]), for keys as
     data.pass_key makes them and longer values, and images from 1 x 1 to 2000 x 2000 pixels."""
     rng = np.random.default_rng(7)
     keys = [(0, 0, 0, 0), (1, 0, 2, 1), (2**32 - 1, 2**32, 3, 0), (2**70 + 3, 0, 1, 0), (42,)]
@@ -193,9 +193,9 @@ def test_compiled_draws_equal_numpys_generator(augmenter):
 
 def test_bench_io_times_both_fork_paths_against_the_limit():
     """The benchmark runs end to end (a tiny run: its figures are not checked, only that each is printed)."""
-    out = run_tool("tools/bench_io.py", "--fork", "--threads", "1", "--records", "11", "--batch", "4", "--batches",
+    out = run_tool("tools/dev/bench_io.py", "--fork", "--threads", "1", "--records", "11", "--batch", "4", "--batches",
                    "2", "--repeats", "1", "--size", "64")
-    for label in ("train_iter aug=stock", r"aug=fork reference \(tests/fork_reference.py\)", "train_iter aug=fork"):
+    for label in ("train_iter aug=stock", r"aug=fork reference \(tools/dev/fork_reference.py\)", "train_iter aug=fork"):
         assert re.search(r"^%s, 1 decode thread\(s\): [\d.]+ img/s .* [\d.]+ %% of the limit's, [\d.]+ cores for "
                          r"5600 img/s$" % label, out, re.M), out
     assert re.search(r"^limit: OpenCV .* [\d.]+ img/s, [\d.]+ img/CPU-s$", out, re.M), out

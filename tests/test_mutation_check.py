@@ -1,11 +1,11 @@
-"""The mutation check (tools/mutation_check.py, `make mutation`) stays in step with the code: every planted defect
+"""The mutation check (tools/dev/mutation_check.py, `make mutation`) stays in step with the code: every planted defect
 still finds its anchor and, in it, the text it replaces exactly once, and names tests that exist; a defect follows
 its anchor when code moves."""
 import dataclasses
 import pathlib
 import shlex
 
-from tools import mutation_check
+from tools.dev import mutation_check
 
 TESTS = pathlib.Path(__file__).resolve().parent
 

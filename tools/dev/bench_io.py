@@ -1,11 +1,11 @@
 """Input-pipeline benchmark: training-iterator images/s at 224 per decode thread, next to a plain OpenCV loop that
 only decodes and resizes the same records (the practical limit of this CPU).
 
-    python tools/bench_io.py                  # 1 and 2 decode threads
-    python tools/bench_io.py --threads 1 2 4 --fork --repeats 5
+    python tools/dev/bench_io.py                  # 1 and 2 decode threads
+    python tools/dev/bench_io.py --threads 1 2 4 --fork --repeats 5
 
 --fork also times aug="fork" twice: the library's pipeline (dpn_mxnet/fork_pipeline.py) and the straightforward
-reference implementation it equals bit for bit (tests/fork_reference.py). All figures are measured in one
+reference implementation it equals bit for bit (tools/dev/fork_reference.py). All figures are measured in one
 interleaved run; each printed figure is the median of --repeats measurements.
 
 The records are the colour photographs shipped with scikit-image and scikit-learn, re-saved as JPEG with
@@ -15,7 +15,6 @@ training records), repeated to --records records.
 import pathlib
 import platform
 import statistics
-import sys
 import tempfile
 import time
 
@@ -25,11 +24,12 @@ import numpy as np
 from dpn_mxnet import cli, data, training_data
 from dpn_mxnet.packing import list_class_folders, pack_split
 from dpn_mxnet.sample_photos import NAMES, sample_photo
+from tools.dev.fork_reference import ThreadedRecordIter
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 NODE_RATE = 5600  # img/s: 8 GPUs at timm's DPN-68 training speed (about 700 img/s each)
 LABELS = {"stock": "train_iter aug=stock", "fork": "train_iter aug=fork",
-          "fork-reference": "aug=fork reference (tests/fork_reference.py)"}
+          "fork-reference": "aug=fork reference (tools/dev/fork_reference.py)"}
 
 
 def pack_photos(folder, records, short_side):
@@ -86,9 +86,7 @@ def mxnet_opencv_rate(rec, size, rounds):
 
 
 def reference_fork_iter(rec, batch, size, threads, batches, hsl):
-    """aug="fork" as the straightforward reference implementation in the tests computes it."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from fork_reference import ThreadedRecordIter
+    """aug="fork" as the straightforward reference implementation (tools/dev/fork_reference.py) computes it."""
     keys = data.keys_in_file_order(rec)
     augmenter = data.ForkAugmenter(size, hsl=hsl)
     reference = ThreadedRecordIter(rec, keys, augmenter, batch, size, threads)

@@ -1,6 +1,6 @@
-"""The timm side of the side-by-side benchmark: the same measurements as tools/benchmark.py, on timm's DPN in
+"""The timm side of the side-by-side benchmark: the same measurements as tools/dev/benchmark.py, on timm's DPN in
 PyTorch (CPU), printed as the same JSON line. Runs in the separate environment .venv-timm
-(``make bench-timm`` builds it): ``.venv-timm/bin/python -m tools.bench_timm --network dpn68 --mode train``.
+(``make bench-timm`` builds it): ``.venv-timm/bin/python -m tools.dev.bench_timm --network dpn68 --mode train``.
 
 train: forward, cross-entropy, backward and SGD step (momentum 0.9, wd 1e-4); infer: eval mode under
 torch.inference_mode; score: timm's test-time pooling head (its counterpart of the mean-max scoring graph).

@@ -1,8 +1,8 @@
 """Plant defects one at a time in a copy of the repository and check that the tests of each one fail.
 
-    python tools/mutation_check.py                 # every mutant; exit 1 if one is missed, 2 on a stale mutant
-    python tools/mutation_check.py --list          # names, files and tests of the mutants
-    python tools/mutation_check.py --only score-ignores-meanmax --baseline
+    python tools/dev/mutation_check.py                 # every mutant; exit 1 if one is missed, 2 on a stale mutant
+    python tools/dev/mutation_check.py --list          # names, files and tests of the mutants
+    python tools/dev/mutation_check.py --only score-ignores-meanmax --baseline
 
 Each mutant is a small patch anchored to a definition (file, the function, class or module-level name that holds
 the text, text found exactly once in that definition's source, replacement) and the tests that must catch it
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from dpn_mxnet import cli
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,9 @@ MUTANTS = (
     Mutant("benchmark-fastest-step", "img/s over the median step", "dpn_mxnet/benchmarking.py", "report",
            "images_per_step / statistics.median(times)", "images_per_step / min(times)",
            raw("test_benchmark.py", "json_line")),
-    Mutant("benchmark-binds-other-graph", "the benchmark binds the graph its entry point binds", "tools/benchmark.py",
-           "build_symbol", "symbols.logits(args.network, image_size=args.size, arrangement=arrangement)",
+    Mutant("benchmark-binds-other-graph", "the benchmark binds the graph its entry point binds",
+           "tools/dev/benchmark.py", "build_symbol",
+           "symbols.logits(args.network, image_size=args.size, arrangement=arrangement)",
            "symbols.logits(args.network, image_size=args.size, arrangement=symbols.AUTHORS)",
            raw("test_benchmark.py", "json_line")),
     Mutant("batch-memory-ignores-holders", "batches handed to training are never written while held",
@@ -265,7 +266,7 @@ def main(argv=None):
     for name, why in problems:
         print("STALE   %-28s %s" % (name, why))
     if problems:
-        print("%d stale mutant(s): update their text in tools/mutation_check.py" % len(problems))
+        print("%d stale mutant(s): update their text in tools/dev/mutation_check.py" % len(problems))
         return 2
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mutation-check-") as workspace:

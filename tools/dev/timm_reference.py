@@ -1,8 +1,8 @@
 """timm's own answers for the weight conversion's tests; runs in the separate environment .venv-timm (torch and
 timm, built by ``make timm-venv``), not in the project's .venv:
 
-    .venv-timm/bin/python -m tools.timm_reference manifest -o tests/data/timm_dpn_manifest.json
-    .venv-timm/bin/python -m tools.timm_reference logits jobs.json
+    .venv-timm/bin/python -m tools.dev.timm_reference manifest -o tests/data/timm_dpn_manifest.json
+    .venv-timm/bin/python -m tools.dev.timm_reference logits jobs.json
 
 manifest: key, shape and dtype of the state dict of every DPN variant, built with pretrained=False.
 logits: for each job {"model", "weights", "images", "out", "num_classes", "test_time_pool"} of a JSON list, load ``weights``

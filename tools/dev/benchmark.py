@@ -4,7 +4,7 @@ train: Module forward, backward and SGD update (momentum 0.9, wd 1e-4), as train
 infer: the 224 forward pass in inference mode, as tools/predict.py runs it. score: the fully-convolutional
 mean-max test graph at 320, as test/score.py runs it. By default each uses the arrangement the entry points choose:
 cpu (symbols/arrangement.py) on oneDNN CPUs, the authors' graph on GPUs.
-The MXNet side of ``tools/bench_side_by_side.py``; ``tools/bench_timm.py`` is the timm side.
+The MXNet side of ``tools/dev/bench_side_by_side.py``; ``tools/dev/bench_timm.py`` is the timm side.
 """
 import hashlib
 import json

@@ -1,9 +1,9 @@
 """MXNet (this repository) and timm side by side on synthetic data: one table of img/s and peak memory.
 
-Every measurement runs in a fresh process: tools/benchmark.py under this interpreter, tools/bench_timm.py under
+Every measurement runs in a fresh process: tools/dev/benchmark.py under this interpreter, tools/dev/bench_timm.py under
 --timm-python (``make bench-timm`` builds .venv-timm). The two frameworks alternate, their order flips every
 round, and each figure is the median over rounds of each run's median step. A case is MODEL:MODE:BATCH, with
-``/authors``, ``/cpu`` or ``/cpu-lean`` to choose the MXNet graph's arrangement (tools/benchmark.py
+``/authors``, ``/cpu`` or ``/cpu-lean`` to choose the MXNet graph's arrangement (tools/dev/benchmark.py
 --arrangement; by default the one the entry points choose: cpu on oneDNN CPUs); its timm figure is that of
 MODEL:MODE:BATCH.
 """
@@ -18,7 +18,7 @@ import sys
 import symbols
 from dpn_mxnet import cli
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 MODES = ("train", "infer", "score")
 DEFAULT_CASES = (["%s:%s" % (model, case) for model in ("dpn68", "dpn92")
                   for case in ("train:16", "train:32", "infer:16", "score:16")]
@@ -86,8 +86,8 @@ def measure(args):
         for model, mode, batch in timm_cases:
             common = ["--network", model, "--mode", mode, "--batch-size", str(batch),
                       "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-            runs = [("timm", [args.timm_python, "-m", "tools.bench_timm"] + common, None)]
-            runs += [("mxnet", [sys.executable, "-m", "tools.benchmark"] + common
+            runs = [("timm", [args.timm_python, "-m", "tools.dev.bench_timm"] + common, None)]
+            runs += [("mxnet", [sys.executable, "-m", "tools.dev.benchmark"] + common
                       + (["--arrangement", case[3]] if case[3] else []), case)
                      for case in args.cases if case[:3] == (model, mode, batch)]
             for framework, command, case in (runs if r % 2 else runs[::-1]):
