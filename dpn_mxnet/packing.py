@@ -254,8 +254,6 @@ def make_rec(data, out, classes=IMAGENET_CLASSES, val_labels=None, train_labels=
     if not ids:
         raise DataError("%s: no class folders to derive the class index from" % (data / "train"))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "classes.txt").write_text("".join(c + "\n" for c in ids) if str(classes) == "auto"
-                                     else pathlib.Path(classes).read_text())
     recs = {}
     for split, labels, resize, shuffle in (("train", train_labels, 0, seed), ("val", val_labels, val_resize, None)):
         folder = data / split
@@ -270,4 +268,6 @@ def make_rec(data, out, classes=IMAGENET_CLASSES, val_labels=None, train_labels=
         recs[split] = pack_split(split, folder, items, out, len(ids), threads, resize, shuffle)
     if not recs:
         raise DataError("%s: neither train/ nor val/ found" % data)
+    (out / "classes.txt").write_text("".join(c + "\n" for c in ids) if str(classes) == "auto"
+                                     else pathlib.Path(classes).read_text())
     return recs
