@@ -296,9 +296,8 @@ def epoch_paths(prefix):
     """{epoch: [paths]} of the .params, .states and recipe files under ``prefix``."""
     found = {}
     for path in glob.glob(glob.escape(prefix) + "-*"):
-        match = _EPOCH_FILE.search(path)
-        if match and os.path.dirname(path) == os.path.dirname(prefix) and \
-                os.path.basename(path)[:match.start()] == os.path.basename(prefix):
+        match = _EPOCH_FILE.search(os.path.basename(path))
+        if match and os.path.basename(path)[:match.start()] == os.path.basename(prefix):
             found.setdefault(int(match.group(1)), []).append(path)
     return found
 
