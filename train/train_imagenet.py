@@ -348,10 +348,9 @@ def end_on_error(error, name=None):
     elif isinstance(error, KeyboardInterrupt):
         status, cause = 130, "interrupted"
     else:
-        expected = (data.DataError, checkpoint.CheckpointError, UsageError, OSError, mx.base.MXNetError)
-        if not isinstance(error, expected):
-            traceback.print_exception(error)
         recurring = (data.DataError, UsageError, recipe.RecipeError, run_lock.PrefixInUse)
+        if not isinstance(error, (checkpoint.CheckpointError, OSError, mx.base.MXNetError) + recurring):
+            traceback.print_exception(error)
         status, cause = INPUT_ERROR_STATUS if isinstance(error, recurring) else 1, describe_error(error)
     if cause:
         cause = cause[len("error: "):] if cause.startswith("error: ") else cause
