@@ -3,8 +3,10 @@
 Each check raises ``UsageError`` with one line naming the flag or file and what was expected; entry points turn it
 into ``parser.error`` (exit status 2) or ``error: ...`` (exit status 1).
 """
+import contextlib
 import math
 import os
+import shutil
 import tempfile
 
 import mxnet as mx
@@ -67,6 +69,25 @@ def check_output_folder(path, what, create=False):
     except OSError as error:
         raise UsageError("%s: cannot write in %s (%s)" % (what, path, error.strerror)) from None
     return path
+
+
+@contextlib.contextmanager
+def removed_on_failure(folder):
+    """Run the block; if it raises, delete what it added to ``folder`` (the folder too, if the block made it), so that
+    a failed command leaves nothing behind. Files it replaced stay replaced."""
+    folder = os.path.abspath(folder)
+    existed = os.path.isdir(folder)
+    before = set(os.listdir(folder)) if existed else set()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        elif os.path.isdir(folder):
+            for name in set(os.listdir(folder)) - before:
+                path = os.path.join(folder, name)
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+        raise
 
 
 def describe_error(error):

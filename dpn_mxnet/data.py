@@ -102,6 +102,31 @@ def num_records(rec):
     return len(_read_offsets(rec)[0])
 
 
+def _record_starts(rec, size):
+    """The byte offsets of the records of ``rec`` (``size`` bytes), found by walking its record heads (8 bytes read
+    per record): what an index of the whole file lists."""
+    starts, offset = [], 0
+    with open(rec, "rb") as stream:
+        while offset < size:
+            head = os.pread(stream.fileno(), _RECORD_HEAD.size, offset)
+            magic, length = _RECORD_HEAD.unpack(head) if len(head) == _RECORD_HEAD.size else (None, 0)
+            if magic != _RECORD_MAGIC:
+                raise DataError("%s: corrupt: the record before byte %d is not followed by another one" % (rec, offset))
+            if length >> 29 in (0, 1):  # a whole record, or the first part of a split one
+                starts.append(offset)
+            offset += _RECORD_HEAD.size + (((length & ((1 << 29) - 1)) + 3) & ~3)
+    return starts
+
+
+def _check_covered(rec, idx, offsets, size):
+    """The index lists every record of the .rec, each once: no record is silently left out."""
+    starts = _record_starts(rec, size)
+    if starts != offsets:
+        raise DataError("%s holds %d records but its index %s lists %d%s: give the index written with this .rec "
+                        "(im2rec writes both)" % (rec, len(starts), idx, len(offsets),
+                                                  "" if len(starts) != len(offsets) else ", not all of them"))
+
+
 # The first bytes of the image formats that OpenCV decodes (and im2rec or OpenCV write): (offset, bytes).
 _IMAGE_SIGNATURES = (
     (0, b"\xff\xd8\xff"),                                    # JPEG
@@ -189,13 +214,14 @@ def _scan(rec, num_classes, stop):
             if stop:
                 raise DataError(undecodable(rec, header.id, offset))
             bad.append((offset, undecodable(rec, header.id, offset)))
+    _check_covered(rec, idx, offsets, size)
     return len(offsets), bad
 
 
 def check_rec(rec, num_classes=None):
-    """Check a .rec/.idx pair: both present, index non-empty and inside the file, every record head intact, every
-    record's image bytes starting like an image and, with ``num_classes``, every label an integer in
-    [0, num_classes). Returns the number of records."""
+    """Check a .rec/.idx pair: both present, index non-empty and listing every record of the file once, every
+    record head intact, every record's image bytes starting like an image and, with ``num_classes``, every label an
+    integer in [0, num_classes). Returns the number of records."""
     return _scan(os.fspath(rec), num_classes, stop=True)[0]
 
 

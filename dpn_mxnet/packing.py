@@ -36,7 +36,12 @@ def read_class_table(path):
     path = pathlib.Path(path)
     if not path.is_file():
         raise DataError("%s: no such class index file" % path)
-    rows = [[field.strip() for field in line.split("\t")] for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as error:
+        raise DataError("%s: not a text class index (byte %d is not %s)" % (path, error.start, error.encoding)) \
+            from None
+    rows = [[field.strip() for field in line.split("\t")] for line in text.splitlines() if line.strip()]
     if not rows:
         raise DataError("%s: empty class index" % path)
     ids = [row[0] for row in rows]
@@ -254,8 +259,6 @@ def make_rec(data, out, classes=IMAGENET_CLASSES, val_labels=None, train_labels=
     if not ids:
         raise DataError("%s: no class folders to derive the class index from" % (data / "train"))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "classes.txt").write_text("".join(c + "\n" for c in ids) if str(classes) == "auto"
-                                     else pathlib.Path(classes).read_text())
     recs = {}
     for split, labels, resize, shuffle in (("train", train_labels, 0, seed), ("val", val_labels, val_resize, None)):
         folder = data / split
@@ -270,4 +273,6 @@ def make_rec(data, out, classes=IMAGENET_CLASSES, val_labels=None, train_labels=
         recs[split] = pack_split(split, folder, items, out, len(ids), threads, resize, shuffle)
     if not recs:
         raise DataError("%s: neither train/ nor val/ found" % data)
+    (out / "classes.txt").write_text("".join(c + "\n" for c in ids) if str(classes) == "auto"
+                                     else pathlib.Path(classes).read_text())
     return recs

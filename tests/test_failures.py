@@ -18,6 +18,7 @@ import pytest
 import symbols
 from tools import export_onnx, make_rec, refine_bn
 from dpn_mxnet import checkpoint, cli, data, packing, training_data
+from dpn_mxnet.launcher.supervisor import INPUT_ERROR_STATUS
 from train import train_imagenet
 
 from checkpoints import msra_params
@@ -35,9 +36,9 @@ def run(script, *args, timeout=TIMEOUT):
                           timeout=timeout, env=dict(os.environ, OMP_NUM_THREADS="1"))
 
 
-def last_line(done):
-    """The last line on stderr, after checking that the run failed with status 1 and printed no traceback."""
-    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+def last_line(done, status=1):
+    """The last line on stderr, after checking that the run failed with ``status`` and printed no traceback."""
+    assert done.returncode == status, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr
     return done.stderr.strip().splitlines()[-1]
 
@@ -134,7 +135,7 @@ def test_undecodable_image_in_a_worker_shard_stops_the_job(tmp_path, digits_rec,
     assert time.monotonic() - failed < 30, run_.report("the job took too long to stop")
     lines = failure_lines(run_)
     assert len(lines) == 1, run_.report("expected one failure line")
-    assert lines[0].startswith("launch.py: worker rank 1 on 127.0.0.1 failed: exit code 1: error: worker rank 1 "
+    assert lines[0].startswith("launch.py: worker rank 1 on 127.0.0.1 failed: exit code 3: error: worker rank 1 "
                                "of 2 on 127.0.0.1: %s;" % undecodable(rec, record_id, offset)), lines[0]
     assert "Traceback" not in run_.stderr
 
@@ -168,7 +169,8 @@ def test_undecodable_record_is_named(tool, tiny_prefix, digits_rec, broken, tmp_
     else:
         done = run_train(train_command(digits_rec, tmp_path / "tiny", "--data-train", rec, "--batch-size", 8,
                                        "--num-epochs", 1), timeout=TIMEOUT)
-    assert last_line(done) == "error: " + undecodable(rec, record_id, offset)
+    status = INPUT_ERROR_STATUS if tool == "train" else 1  # training: an error that a restart would meet again
+    assert last_line(done, status) == "error: " + undecodable(rec, record_id, offset)
 
 
 def test_python_decoders_name_the_record(broken):
@@ -364,7 +366,8 @@ def test_record_files_that_are_not_what_they_claim(digits_rec, tmp_path):
                                              r"train.idx; is it the index of another .rec\?\)"):
         data.check_rec(tmp_path / "train.rec")
     done = run_train(train_command(digits_rec, tmp_path / "m", "--data-train", digits_rec.train.with_suffix(".lst")))
-    assert last_line(done).startswith("error: %s: not a RecordIO file" % digits_rec.train.with_suffix(".lst"))
+    assert last_line(done, INPUT_ERROR_STATUS).startswith("error: %s: not a RecordIO file"
+                                                          % digits_rec.train.with_suffix(".lst"))
 
 
 def test_output_folders_are_checked_before_any_work(tiny_prefix, digits_rec, tmp_path, read_only_folder, capsys):

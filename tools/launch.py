@@ -19,7 +19,9 @@ On top of them the shim
 * supervises every process of the job (``dpn_mxnet.launcher.supervisor``): the first non-zero exit prints one line
   naming the role, host and kvstore rank, stops every other process, and the launcher exits 1 (0 when all exit 0);
 * with ``--max-restarts N``, relaunches a job that stopped on a failure up to N times, each time with
-  ``--resume auto`` on COMMAND (replacing any --resume given), and prints one line per restart.
+  ``--resume auto`` on COMMAND (replacing any --resume given), and prints one line per restart; a failure that a
+  restart would meet again (a process exiting with a usage error, status 2, or an input or configuration error,
+  status 3) is not restarted, and the last line says why, or that the restarts are used up.
 """
 import argparse
 import fcntl
@@ -249,21 +251,30 @@ def main(argv=None):
         return 2
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     signal.signal(signal.SIGTERM, _interrupt)
-    status = launch_once(options, launch_argv)
+    status, recurring = launch_once(options, launch_argv)
     for restart in range(1, options.max_restarts + 1):
-        if status != 1:  # 0: done; 2: bad input; 128 + N: interrupted by signal N
+        if status != 1 or recurring:  # 0: done; 2: bad input; 128 + N: interrupted by signal N
             break
         print("%s: restart %d of %d: relaunching the job with --resume auto" % (PROGRAM, restart,
                                                                              options.max_restarts),
               file=sys.stderr, flush=True)
         launch_argv = resuming(launch_argv)
-        status = launch_once(options, launch_argv)
+        status, recurring = launch_once(options, launch_argv)
+    if status == 1 and options.max_restarts:
+        print("%s: %s" % (PROGRAM, "not restarted: the failure above is %s, which a restart would meet again"
+                          % recurring if recurring else "the job failed again and its --max-restarts %d are used up"
+                          % options.max_restarts), file=sys.stderr, flush=True)
     return status
 
 
 def launch_once(options, launch_argv):
-    """Run the job once under a new supervisor; returns the launcher's exit status."""
+    """Run the job once under a new supervisor; returns the launcher's exit status and, for a failure that a
+    restart would meet again, what it is (else None)."""
     supervisor = Supervisor(PROGRAM)
+    return _launch_once(options, launch_argv, supervisor), supervisor.recurring
+
+
+def _launch_once(options, launch_argv, supervisor):
     with tempfile.TemporaryDirectory(prefix="launch-") as scratch:
         try:
             mxnet_launch = _load_mxnet_launcher()

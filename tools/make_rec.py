@@ -13,7 +13,7 @@ first, and every such file is listed in OUT/<split>.report.txt and on stdout.
 import os
 
 from dpn_mxnet import cli
-from dpn_mxnet.checks import UsageError, check_output_folder
+from dpn_mxnet.checks import UsageError, check_output_folder, removed_on_failure
 from dpn_mxnet.data import DataError
 from dpn_mxnet.packing import IMAGENET_CLASSES, make_rec
 
@@ -37,9 +37,10 @@ def main(argv=None):
     if args.val_resize < 0 or args.num_thread < 1:
         parser.error("--val-resize must be >= 0 and --num-thread >= 1")
     try:
-        check_output_folder(args.out, "output folder", create=True)
-        make_rec(args.data, args.out, args.classes, args.val_labels, args.train_labels, args.num_thread,
-                 args.val_resize, args.seed)
+        with removed_on_failure(args.out):
+            check_output_folder(args.out, "output folder", create=True)
+            make_rec(args.data, args.out, args.classes, args.val_labels, args.train_labels, args.num_thread,
+                     args.val_resize, args.seed)
     except (DataError, UsageError) as err:
         parser.exit(2, "error: %s\n" % err)
 

@@ -14,16 +14,16 @@ import traceback
 import mxnet as mx
 
 import symbols
-from dpn_mxnet import arrangement_policy, benchmarking, checkpoint, cli, data, devices, recipe, training_data
+from dpn_mxnet import arrangement_policy, benchmarking, checkpoint, cli, data, devices, recipe, run_lock, training_data
 from dpn_mxnet.checks import UsageError, check_devices, check_launched, check_output_folder, check_positive, describe_error
 from dpn_mxnet.fit import fit, learning_rate_schedule, master_weights, train_step
-from dpn_mxnet.launcher.supervisor import announce_rank
+from dpn_mxnet.launcher.supervisor import INPUT_ERROR_STATUS, announce_rank
 
 # The paper's rate: 0.316 (sqrt 0.1) for a global batch of 1280, scaled linearly to the actual global batch.
 REFERENCE_LR, REFERENCE_BATCH = 0.316, 1280
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = cli.ArgumentParser(__doc__)
     model = parser.add_argument_group("model")
     model.add_argument("--network", default="dpn92",
@@ -77,6 +77,11 @@ def parse_args(argv=None):
                                       "the data of the next one")
     out.add_argument("--allow-recipe-change", action="store_true",
                      help="let flags of a resuming command change the checkpoint's recipe (each change is logged)")
+    out.add_argument("--allow-momentum-reset", action="store_true",
+                     help="let --resume start from an epoch whose .states is gone (e.g. deleted by the retention): "
+                          "the momentum then starts from zero and the run differs from one that was not stopped")
+    out.add_argument("--overwrite", action="store_true",
+                     help="start a new run on a --model-prefix that holds another run's epochs, deleting them")
     out.add_argument("--recipe", help="start a new run from a saved recipe (a P-NNNN.recipe.json); flags given "
                                       "override it; a --resume that finds a checkpoint uses the checkpoint's")
     out.add_argument("--keep-last", type=int, default=3,
@@ -89,6 +94,11 @@ def parse_args(argv=None):
     out.add_argument("--log-file", help="also log to this file (rank 0; default: <model-prefix>-train.log)")
     out.add_argument("--benchmark", action="store_true", help="synthetic data: print img/s per node and exit")
     out.add_argument("--benchmark-batches", type=int, default=10, help="steps timed by --benchmark (median)")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else [str(word) for word in argv]
     given = {action.dest for action in parser._actions
@@ -102,8 +112,11 @@ def parse_args(argv=None):
     try:
         args.begin_epoch = 0 if args.benchmark else resume_epoch(args)
         apply_recipe(args, given)
-    except (UsageError, recipe.RecipeError) as err:
+    except (UsageError, recipe.RecipeError, checkpoint.CheckpointError, run_lock.PrefixInUse) as err:
         parser.error(str(err))
+    if args.resume and args.begin_epoch >= args.num_epochs:
+        parser.exit(0, "%s: nothing to do: %s-%04d is saved and --num-epochs is %d (give a larger --num-epochs to "
+                       "train on)\n" % (parser.prog, args.model_prefix, args.begin_epoch, args.num_epochs))
 
     try:
         args.config = symbols.resolve(args.network)
@@ -129,8 +142,11 @@ def parse_args(argv=None):
         check_launched(args.kv_store)
     except ValueError as err:
         parser.error(str(err))
+    args.created_folders = []
     if not args.benchmark:
         try:
+            for path in (args.model_prefix, args.log_file):
+                args.created_folders += missing_folders(os.path.dirname(os.path.abspath(path))) if path else []
             check_output_folder(os.path.dirname(os.path.abspath(args.model_prefix)), "--model-prefix", create=True)
             if args.log_file:
                 check_output_folder(os.path.dirname(os.path.abspath(args.log_file)), "--log-file", create=True)
@@ -139,10 +155,31 @@ def parse_args(argv=None):
     return args
 
 
-# The flags that decide a run's result: its recipe, saved with every checkpoint and restored on --resume.
-RECIPE_FLAGS = ("network", "num_classes", "classifier", "size", "dtype", "arrangement", "data_train",
-                "data_val", "aug", "min_area", "max_area", "aspect", "hsl", "no_mirror", "kv_store", "batch_size",
-                "lr", "lr_steps", "lr_factor", "warmup_epochs", "mom", "wd", "seed", "pretrained", "bad_records")
+def missing_folders(path):
+    """The folders of ``path`` that do not exist yet, deepest first."""
+    missing = []
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+# The options of these groups decide a run's result, but for those named here; they make its recipe, saved with
+# every checkpoint and restored on --resume.
+RECIPE_GROUPS = ("model", "data", "training")
+NOT_IN_RECIPE = {"data_nthreads": "decode threads: speed only", "gpus": "the recipe has the number of devices",
+                 "num_epochs": "how far the run goes, not what it computes"}
+RESULT_OPTIONS = ("pretrained",)  # deciding options of the other groups
+
+
+def recipe_flags(parser):
+    """The destinations of the options that decide a run's result, read from ``parser``'s groups."""
+    flags = [action.dest for group in parser._action_groups if group.title in RECIPE_GROUPS
+             for action in group._group_actions if action.dest not in NOT_IN_RECIPE]
+    return tuple(flags) + RESULT_OPTIONS
+
+
+RECIPE_FLAGS = recipe_flags(build_parser())
 
 
 def apply_recipe(args, given):
@@ -167,16 +204,47 @@ def apply_recipe(args, given):
 
 
 def resume_epoch(args):
-    """The epoch to start from: 0, a given epoch, or the last complete one under the prefix."""
+    """The epoch to start from: 0, a given epoch, or the newest one under the prefix whose set is whole (--resume
+    auto; each newer one it passes over goes to ``args.resume_notes``). Refuses a prefix that another run holds, a
+    new run on a prefix that holds epochs (unless --overwrite) and an epoch without its optimizer state (unless
+    --allow-momentum-reset)."""
+    args.resume_notes = []
+    prefix = args.model_prefix
+    run_lock.check_free(prefix)
+    saved = checkpoint.available_epochs(prefix)
+    if args.overwrite and args.resume:
+        raise UsageError("--overwrite starts a new run: it does not go with --resume")
     if not args.resume:
+        if saved and not args.overwrite:
+            raise UsageError("--model-prefix %s already holds epochs %s of a run (newest %s): give --resume auto to "
+                             "continue it, or another --model-prefix to start a new run (--overwrite deletes it)"
+                             % (prefix, _epoch_list(saved), checkpoint.params_path(prefix, saved[-1])))
         return 0
     if args.resume == "auto":
-        epochs = checkpoint.available_epochs(args.model_prefix)
-        return epochs[-1] if epochs else 0
-    try:
-        return int(args.resume)
-    except ValueError:
-        raise UsageError("--resume: expected 'auto' or an epoch number, got %r" % args.resume) from None
+        candidates = saved[::-1]
+    else:
+        try:
+            candidates = [int(args.resume)]
+        except ValueError:
+            raise UsageError("--resume: expected 'auto' or an epoch number, got %r" % args.resume) from None
+        if candidates[0] not in saved and os.path.exists(checkpoint.params_path(prefix, candidates[0])):
+            raise UsageError("--resume %d: the save of %s-%04d did not finish (it is not committed in %s)"
+                             % (candidates[0], prefix, candidates[0], checkpoint.metrics_path(prefix)))
+        if candidates[0] not in saved:
+            raise checkpoint.missing_epoch(prefix, candidates[0])
+    for epoch in candidates:
+        problem = checkpoint.resume_problem(prefix, epoch)
+        if problem is None or args.allow_momentum_reset:
+            return epoch
+        if args.resume != "auto" or epoch == candidates[-1]:
+            raise UsageError("--resume %s: cannot continue epoch %d with its momentum: %s; give "
+                             "--allow-momentum-reset to resume it with momentum zero" % (args.resume, epoch, problem))
+        args.resume_notes.append("--resume auto: skipping epoch %d: %s" % (epoch, problem))
+    return 0
+
+
+def _epoch_list(epochs):
+    return "%d-%d" % (epochs[0], epochs[-1]) if len(epochs) > 2 else ", ".join(map(str, epochs))
 
 
 def initial_params(args, symbol, data_shape, begin_epoch, logger):
@@ -202,7 +270,7 @@ def setup_logging(args, rank):
     if rank == 0 and not args.benchmark:
         path = args.log_file or args.model_prefix + "-train.log"
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        handler = logging.FileHandler(path)
+        handler = logging.FileHandler(path, delay=True)  # created by the first line: a failed start leaves none
         handler.setFormatter(logging.Formatter(fmt))
         logging.getLogger().addHandler(handler)
     return logger
@@ -252,11 +320,21 @@ def main(argv=None):
         with tempfile.TemporaryDirectory(prefix="train-") as scratch:
             train(args, scratch, process)
     except BaseException as error:
+        if "lock" in process:
+            process["lock"].release()
+        for folder in args.created_folders:  # a failed start leaves nothing behind
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
         end_on_error(error, process.get("name"))
+    if "lock" in process:
+        process["lock"].release()
 
 
 def end_on_error(error, name=None):
-    """Print one line naming this process (``name``, e.g. its kvstore rank) and the cause, then exit 1 at once.
+    """Print one line naming this process (``name``, e.g. its kvstore rank) and the cause, then exit at once: 1, or
+    INPUT_ERROR_STATUS for errors a restart would meet again (data, usage, another run on the prefix).
 
     ``os._exit`` skips the destructor of a dist kvstore, which waits in a barrier for every other process of the
     job: they are waiting for this one, so a normal exit would hang the job; the launcher stops the others.
@@ -270,10 +348,10 @@ def end_on_error(error, name=None):
     elif isinstance(error, KeyboardInterrupt):
         status, cause = 130, "interrupted"
     else:
-        expected = (data.DataError, checkpoint.CheckpointError, UsageError, OSError, mx.base.MXNetError)
-        if not isinstance(error, expected):
+        recurring = (data.DataError, UsageError, recipe.RecipeError, run_lock.PrefixInUse)
+        if not isinstance(error, (checkpoint.CheckpointError, OSError, mx.base.MXNetError) + recurring):
             traceback.print_exception(error)
-        status, cause = 1, describe_error(error)
+        status, cause = INPUT_ERROR_STATUS if isinstance(error, recurring) else 1, describe_error(error)
     if cause:
         cause = cause[len("error: "):] if cause.startswith("error: ") else cause
         print("error: %s%s" % ("%s: " % name if name else "", cause), file=sys.stderr)
@@ -290,8 +368,10 @@ def train(args, scratch, process):
         announce_rank(kv)
         process["name"] = "worker rank %d of %d on %s" % (kv.rank, kv.num_workers,
                                                           os.environ.get("DMLC_NODE_HOST") or socket.gethostname())
+    if kv.rank == 0 and not args.benchmark:
+        process["lock"] = run_lock.RunLock(args.model_prefix)
     logger = setup_logging(args, kv.rank)
-    for note in args.recipe_notes:
+    for note in args.resume_notes + args.recipe_notes:
         logger.info("%s", note)
     ctx = args.contexts
     mx.random.seed(args.seed)  # every worker initialises identically
@@ -308,6 +388,11 @@ def train(args, scratch, process):
         if removed:
             logger.info("removed %d temporary files of interrupted checkpoint writes under %s", removed,
                         args.model_prefix)
+        for epoch, paths in checkpoint.remove_uncommitted(args.model_prefix).items():
+            logger.info("removed the files of epoch %d, whose save did not finish: %s", epoch, ", ".join(paths))
+        deleted = checkpoint.remove_run(args.model_prefix) if args.overwrite else 0
+        if deleted:
+            logger.warning("--overwrite: deleted the %d files of the run under %s", deleted, args.model_prefix)
     flags = {name: getattr(args, name) for name in RECIPE_FLAGS}  # the data paths as given, not skipping copies
     skipped = readable_data(args, kv, scratch, logger)
     train_batches, per_epoch = training_batches(args, kv, ctx, data_shape)

@@ -20,6 +20,9 @@ def read_hostfile(path):
             text = lines.read()
     except OSError as error:
         raise HostfileError("hostfile %s: %s" % (path, error.strerror)) from None
+    except UnicodeDecodeError as error:
+        raise HostfileError("hostfile %s: not a text file (byte %d is not %s)" % (path, error.start, error.encoding)) \
+            from None
     hosts = []
     for number, line in enumerate(text.splitlines(), 1):
         entry = line.split("#", 1)[0].strip()

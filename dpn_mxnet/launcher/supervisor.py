@@ -20,6 +20,10 @@ import threading
 import time
 
 RANK_MARKER = "@launch: kvstore rank"
+# Exit statuses of a job's process that mean a restart would meet the same failure: argparse's usage errors, and the
+# training script's errors in its input or configuration (e.g. an undecodable record with --bad-records stop)
+USAGE_ERROR_STATUS, INPUT_ERROR_STATUS = 2, 3
+RECURRING = {USAGE_ERROR_STATUS: "a usage error", INPUT_ERROR_STATUS: "an error in its input or configuration"}
 STOP_GRACE_S = 10.0       # remote_guard gives its command 3 s after SIGTERM; ssh needs a little more
 FINISH_TIMEOUT_S = 30.0   # how long processes may outlive the scheduler at the normal end of a job
 DRAIN_S = 2.0             # how long to wait for the last output of a process that has exited
@@ -105,6 +109,7 @@ class Supervisor:
     def __init__(self, program="launch"):
         self.program = program
         self.failure = None
+        self.recurring = None  # what the failure is, when a restart would meet it again (RECURRING)
         self._processes = []
         self._failures = []
         self._lock = threading.Lock()
@@ -144,6 +149,7 @@ class Supervisor:
                 not (_killed_from_outside(p.returncode) or 0 < p.returncode <= 128),
                 _ROLE_ORDER.get(p.role, len(_ROLE_ORDER)), p.exited))
         said = process.last_error if not _killed_from_outside(process.returncode) else None
+        self.recurring = RECURRING.get(process.returncode)
         return "%s failed: %s%s" % (process.name, describe_exit(process.returncode), ": " + said if said else "")
 
     # A non-zero exit stops the job and never returns, so check_call has nothing left to raise.
