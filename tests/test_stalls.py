@@ -53,6 +53,7 @@ def the_stop_line(run_, since, limit):
     assert run_.finish(60) == 1, run_.report("expected exit status 1")
     assert elapsed <= limit, run_.report("the job took %.0f s to stop" % elapsed)
     assert len(launcher_lines(run_)) == 1, run_.report("expected one line from the launcher")
+    print("stopped %.1f s after the fault: %s" % (elapsed, match.group(0)))  # for docs/failures.md (pytest -s)
     return match.group(1)
 
 
@@ -88,6 +89,23 @@ def test_a_frozen_process_ends_the_job(role, tmp_path, digits_rec, job_tag):
     assert assert_checkpoints_intact(prefix)
 
 
+def test_a_frozen_worker_over_ssh_ends_the_job(tmp_path, digits_rec, ssh_server, job_tag):
+    """The ssh launcher: the worker's guard reports its state over the ssh connection."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text(ssh_server.address + "\n")
+    prefix = tmp_path / job_tag / "tiny"
+    run_ = LauncherRun(["--stall-timeout", STALL, "-n", 2, "-s", 1, "--host-ip", "127.0.0.1", "--launcher", "ssh",
+                        "-H", hosts] + train_command(digits_rec, prefix, "--kv-store", "dist_sync", "--batch-size", 8,
+                                                     "--num-epochs", 1000), env=ssh_server.env)
+    pid = run_.worker_pid(1)
+    in_epoch_2(run_)
+    frozen = freeze(pid)
+    line = the_stop_line(run_, frozen, STALL + 30)
+    assert re.fullmatch(r"worker rank 1 on %s made no progress for \d+ s \(stopped\)" % re.escape(ssh_server.address),
+                        line), line
+    assert assert_checkpoints_intact(prefix)
+
+
 def test_a_frozen_scheduler_after_the_last_epoch_does_not_keep_the_job(tmp_path, digits_rec, job_tag):
     """Frozen while rank 0 validates its last epoch (slowed down so that the moment is certain): the workers
     finish their work, then ps-lite's final barrier would wait for the scheduler for ever."""
@@ -99,6 +117,7 @@ def test_a_frozen_scheduler_after_the_last_epoch_does_not_keep_the_job(tmp_path,
     match = run_.wait_for(STOPPING, timeout=60)
     elapsed = time.monotonic() - frozen
     assert run_.finish(60) == 0, run_.report("expected exit status 0")
+    print("ended %.1f s after the fault: %s" % (elapsed, match.group(0)))
     assert elapsed <= 30 + 5, run_.report("the finished job took %.0f s to end" % elapsed)  # 5 s: validation
     waiting = r"on 127\.0\.0\.1 \(waiting at the final barrier\)"
     assert re.fullmatch(r"every worker finished its work; left behind \d+ s later and killed: scheduler on 127\.0\.0\.1 "

@@ -13,7 +13,8 @@ Every ``REPORT_S`` the guard also prints one report line on stderr for the launc
 (``dpn_mxnet.launcher.watchdog``), which takes it out of the relayed output: ``@guard`` and a JSON object with the
 command's process state from /proc (``T``: stopped), the TCP ports it listens on and, per peer address, how long its
 unacknowledged data to that peer has been waiting for an acknowledgement the kernel already retransmitted for (a cut
-link).
+link). Reading the kernel's TCP table is slow, so the sockets are looked at only while the command is idle (a busy
+command is not waiting for a peer), at most every ``SCAN_S``; IPv4 only, like ps-lite.
 
 Exit status: the command's, or 128+N when the command was killed by signal N (the shell's convention).
 """
@@ -29,6 +30,8 @@ import time
 
 GRACE_S = 3.0
 REPORT_S = 1.0
+SCAN_S = 5.0
+IDLE_CPU = 0.2  # CPU seconds per second below which the command counts as idle
 REPORT_MARKER = "@guard "
 _TCP_LISTEN, _TCP_ESTABLISHED = "0A", "01"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -81,20 +84,19 @@ def _endpoint(hex_address):
 def _tcp(pid, inodes):
     """(listening endpoints, remote endpoints with unacknowledged data already retransmitted) of those sockets."""
     listening, stuck = [], []
-    for table in ("tcp", "tcp6"):
-        try:
-            with open("/proc/%d/net/%s" % (pid, table)) as rows:
-                next(rows)
-                for row in rows:
-                    fields = row.split()
-                    if fields[9] not in inodes:
-                        continue
-                    if fields[3] == _TCP_LISTEN:
-                        listening.append(_endpoint(fields[1]))
-                    elif fields[3] == _TCP_ESTABLISHED and int(fields[4].split(":")[0], 16) and int(fields[6], 16):
-                        stuck.append(_endpoint(fields[2]))
-        except OSError:
-            pass
+    try:
+        with open("/proc/%d/net/tcp" % pid) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                if fields[9] not in inodes:
+                    continue
+                if fields[3] == _TCP_LISTEN:
+                    listening.append(_endpoint(fields[1]))
+                elif fields[3] == _TCP_ESTABLISHED and int(fields[4].split(":")[0], 16) and int(fields[6], 16):
+                    stuck.append(_endpoint(fields[2]))
+    except OSError:
+        pass
     return listening, stuck
 
 
@@ -103,18 +105,30 @@ class Reporter:
 
     def __init__(self, pid):
         self.pid = pid
-        self.stuck_since = {}
+        self.listening, self.stuck_since = [], {}
+        self.cpu, self.at, self.scanned = 0.0, time.monotonic(), float("-inf")
 
-    def line(self):
+    def _stat(self):
+        """(process state, CPU seconds used so far) of the command."""
         try:
             with open("/proc/%d/stat" % self.pid) as stat:
-                state = stat.read().rsplit(")", 1)[1].split()[0]
+                fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:
-            state = "gone"
-        listening, stuck = _tcp(self.pid, _sockets(self.pid))
+            return "gone", self.cpu
+        return fields[0], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    def line(self):
+        state, cpu = self._stat()
         now = time.monotonic()
-        self.stuck_since = {peer: self.stuck_since.get(peer, now) for peer in stuck}
-        report = {"state": state, "listen": listening,
+        idle = cpu - self.cpu < IDLE_CPU * (now - self.at)
+        self.cpu, self.at = cpu, now
+        if not idle:
+            self.stuck_since = {}
+        elif now - self.scanned >= SCAN_S:
+            self.scanned = now
+            self.listening, stuck = _tcp(self.pid, _sockets(self.pid))
+            self.stuck_since = {peer: self.stuck_since.get(peer, now) for peer in stuck}
+        report = {"state": state, "listen": self.listening,
                   "stuck": {peer: round(now - since, 1) for peer, since in self.stuck_since.items()}}
         return REPORT_MARKER + json.dumps(report, separators=(",", ":")) + "\n"
 

@@ -9,9 +9,9 @@ closed (``tools.remote_guard`` then stops the process, here or at the far end of
 still running after ``STOP_GRACE_S`` is killed with its process group.
 
 The kvstore rank of a worker is assigned by ps-lite, so only the worker knows it: training scripts call
-``announce_rank(kv)`` right after creating the kvstore, and the supervisor reads the marker line it prints. With a
-stall timeout it also takes the workers' progress markers (``progress.py``) and the guards' reports out of the
-output, and a ``watchdog.Watchdog`` ends a job that stopped making progress.
+``announce_rank(kv)`` right after creating the kvstore, and the supervisor reads the marker line it prints. It also
+takes the workers' progress markers (``progress.py``) and the guards' reports out of the output; with a stall
+timeout, a ``watchdog.Watchdog`` ends a job that stopped making progress.
 """
 import json
 import os
@@ -252,10 +252,9 @@ class Supervisor:
             marker = _MARKER.match(line)
             if marker:
                 process.rank = int(marker.group(1))
-            if self.watchdog:
-                line = self._take_markers(process, line)
-                if line is None:
-                    continue
+            line = self._take_markers(process, line)
+            if line is None:
+                continue
             if errors and line.strip():
                 process.last_error = line.decode(errors="replace").strip()
             with self._output_lock:
