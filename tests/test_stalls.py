@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from dpn_mxnet import checkpoint
-from launch_helpers import LauncherRun, job_processes
+from launch_helpers import LauncherRun, job_processes, run_launcher
 from test_train import LAUNCH_2X1, summaries, train_command
 
 STALL = 10
@@ -72,6 +72,13 @@ def freeze(pid):
 
 def in_epoch_2(run_, rank=1):
     run_.wait_for(r"\[worker %d@\S+\] .*Epoch\[1\] Batch \[0-5\]" % rank, timeout=240)
+
+
+@pytest.mark.parametrize("value", ["2", "-1", "nan"])
+def test_a_stall_timeout_too_short_is_refused(value, tmp_path):
+    run_ = run_launcher(["--stall-timeout", value] + LAUNCH_2X1 + ["python", "train/train_imagenet.py"], timeout=60)
+    assert run_.returncode == 2 and not run_.stdout
+    assert run_.stderr == "launch.py: error: --stall-timeout must be 0 or at least 5 s, got %s\n" % value, run_.stderr
 
 
 @pytest.mark.parametrize("role", ["worker", "server", "scheduler"])
