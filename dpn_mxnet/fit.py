@@ -3,12 +3,14 @@
 import hashlib
 import json
 import logging
+import os
 import time
 
 import mxnet as mx
 import numpy as np
 
 from .evaluation import evaluate
+from .launcher.progress import Progress
 
 SUMMARY_TAG = "epoch-summary"
 
@@ -82,14 +84,17 @@ def train_step(module, batch, wait=False):
 
 
 def fit(module, train_batches, val_batches, begin_epoch, num_epoch, save, log_every=20, lr_of=None,
-        logger=logging):
+        logger=logging, progress=None):
     """Train ``module`` (bound, initialised, with its optimizer) from ``begin_epoch`` to ``num_epoch``.
 
     ``train_batches`` is an ``EpochBatches`` (or has its ``start_epoch``): epoch e's data does not depend on the
     epochs before it. ``save(epochs_done, summary)`` is called after every epoch with the epoch's summary (it
     decides what to write); ``lr_of(epochs_done)`` reports the learning rate for the summary. ``val_batches`` may
-    be None (no validation, e.g. on ranks > 0).
+    be None (no validation, e.g. on ranks > 0). ``progress`` (a ``launcher.progress.Progress``) hears of every
+    step, validation batch and checkpoint write.
     """
+    progress = progress or Progress(enabled=False)
+    steps = 0
     batch_size = train_batches.provide_data[0].shape[0]
     metric = train_metrics(module.output_shapes[0][1][1])
     speedometer = mx.callback.Speedometer(batch_size, log_every, auto_reset=False)
@@ -100,6 +105,8 @@ def fit(module, train_batches, val_batches, begin_epoch, num_epoch, save, log_ev
         for nbatch, batch in enumerate(train_batches):
             train_step(module, batch)
             module.update_metric(metric, batch.label)
+            steps += 1
+            progress(steps)
             images += batch.data[0].shape[0] - batch.pad
             speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch + 1, eval_metric=metric, locals=None))
         # oneDNN's BatchNorm backward updates the moving statistics, which MXNet's engine counts as read-only
@@ -114,8 +121,20 @@ def fit(module, train_batches, val_batches, begin_epoch, num_epoch, save, log_ev
         if lr_of is not None:
             summary["learning_rate"] = float("%.6g" % lr_of(epoch + 1))
         if val_batches is not None:
-            scores = evaluate(module, val_batches)
+            scores = evaluate(module, val_batches, progress=_validation_progress(progress))
             summary.update(val_top1_error=round(scores.top1_error, 3), val_top5_error=round(scores.top5_error, 3),
                            val_images=scores.count, val_images_per_second=round(scores.images_per_second, 2))
         logger.info("%s %s", SUMMARY_TAG, json.dumps(summary))
-        save(epoch + 1, summary)
+        with progress.writing():
+            save(epoch + 1, summary)
+
+
+def _validation_progress(progress):
+    """The progress callback of validation; DPN_TEST_VALIDATION_DELAY_S (tests/test_stalls.py only) slows every
+    batch down by that many seconds."""
+    delay = float(os.environ.get("DPN_TEST_VALIDATION_DELAY_S", 0))
+
+    def each_batch(_images):
+        time.sleep(delay)
+        progress()
+    return each_batch

@@ -43,10 +43,12 @@ def job_processes(tag):
 class LauncherRun:
     """``python tools/launch.py ARGS`` started in the background; its output is collected line by line."""
 
-    def __init__(self, args, env=None, cwd=REPO):
+    def __init__(self, args, env=None, cwd=REPO, prefix_command=()):
+        """``prefix_command``: words in front of the launcher's command line (e.g. ``ip netns exec NAME``)."""
         environment = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
         self.args = [str(arg) for arg in args]
-        self.popen = subprocess.Popen([sys.executable, str(LAUNCH)] + self.args, cwd=str(cwd), env=environment,
+        self.popen = subprocess.Popen([*prefix_command, sys.executable, str(LAUNCH)] + self.args, cwd=str(cwd),
+                                      env=environment,
                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True)
         self.stdout_lines, self.stderr_lines = [], []

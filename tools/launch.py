@@ -18,6 +18,8 @@ On top of them the shim
   non-interactive ssh before anything starts;
 * supervises every process of the job (``dpn_mxnet.launcher.supervisor``): the first non-zero exit prints one line
   naming the role, host and kvstore rank, stops every other process, and the launcher exits 1 (0 when all exit 0);
+* ends a job in which no worker made progress for ``--stall-timeout`` seconds (a frozen process, a cut link),
+  naming who stopped it in one line (``dpn_mxnet.launcher.watchdog``; docs/failures.md);
 * with ``--max-restarts N``, relaunches a job that stopped on a failure up to N times, each time with
   ``--resume auto`` on COMMAND (replacing any --resume given), and prints one line per restart; a failure that a
   restart would meet again (a process exiting with a usage error, status 2, or an input or configuration error,
@@ -50,6 +52,8 @@ PROGRAM = "launch.py"
 _ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=")
 _PYTHONS = {"python", "python3", "python%d.%d" % sys.version_info[:2]}
 _PLAIN_WORD = re.compile(r"[\w@%+=:,./-]+\Z", re.ASCII)
+STALL_TIMEOUT_S = 600  # docs/failures.md, "Stalls": why this is never reached in a healthy DPN-92 run
+MIN_STALL_TIMEOUT_S = 5  # the guards report every second
 SCHEDULER_PORTS = range(9091, 9999)  # where dmlc_tracker looks for the scheduler's port
 PORT_LOCKS = "/tmp/dmlc-scheduler-ports"  # shared by every launcher on this machine, whoever runs it
 
@@ -73,6 +77,9 @@ def build_parser():
                              "workers use it too")
     parser.add_argument("--max-restarts", type=int, default=0, metavar="N",
                         help="relaunch a job that failed up to N times, with --resume auto on COMMAND")
+    parser.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT_S, metavar="S",
+                        help="stop the job when no worker made progress for S seconds, or a process of it has "
+                             "been stopped or silent that long (0: never)")
     return parser
 
 
@@ -249,6 +256,10 @@ def main(argv=None):
     if options.max_restarts < 0:
         print("%s: error: --max-restarts must be 0 or more, got %d" % (PROGRAM, options.max_restarts), file=sys.stderr)
         return 2
+    if options.stall_timeout and not options.stall_timeout >= MIN_STALL_TIMEOUT_S:
+        print("%s: error: --stall-timeout must be 0 or at least %d s, got %g" % (PROGRAM, MIN_STALL_TIMEOUT_S,
+                                                                             options.stall_timeout), file=sys.stderr)
+        return 2
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     signal.signal(signal.SIGTERM, _interrupt)
     status, recurring = launch_once(options, launch_argv)
@@ -270,7 +281,7 @@ def main(argv=None):
 def launch_once(options, launch_argv):
     """Run the job once under a new supervisor; returns the launcher's exit status and, for a failure that a
     restart would meet again, what it is (else None)."""
-    supervisor = Supervisor(PROGRAM)
+    supervisor = Supervisor(PROGRAM, options.stall_timeout)
     return _launch_once(options, launch_argv, supervisor), supervisor.recurring
 
 

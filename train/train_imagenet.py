@@ -17,6 +17,7 @@ import symbols
 from dpn_mxnet import arrangement_policy, benchmarking, checkpoint, cli, data, devices, recipe, run_lock, training_data
 from dpn_mxnet.checks import UsageError, check_devices, check_launched, check_output_folder, check_positive, describe_error
 from dpn_mxnet.fit import fit, learning_rate_schedule, master_weights, train_step
+from dpn_mxnet.launcher.progress import Progress
 from dpn_mxnet.launcher.supervisor import INPUT_ERROR_STATUS, announce_rank
 
 # The paper's rate: 0.316 (sqrt 0.1) for a global batch of 1280, scaled linearly to the actual global batch.
@@ -455,10 +456,13 @@ def train(args, scratch, process):
             "classifier": args.classifier or symbols.default_classifier(args.config, args.num_classes),
             "image_size": args.size})
         checkpoint.write_metrics(args.model_prefix, through=begin_epoch)  # a resumed run replaces what followed
+    progress = Progress(enabled="dist" in args.kv_store)
     fit(module, train_batches, val_batches, begin_epoch, args.num_epochs, save, args.disp_batches,
-        lr_of=(lambda epochs: schedule(epochs * per_epoch)) if schedule else (lambda epochs: base_lr), logger=logger)
+        lr_of=(lambda epochs: schedule(epochs * per_epoch)) if schedule else (lambda epochs: base_lr), logger=logger,
+        progress=progress)
     if skipped:
         logger.warning("skipped %d undecodable records (--bad-records skip; each named above)", len(skipped))
+    progress.done()
 
 
 def check_world(args, run_recipe, logger):

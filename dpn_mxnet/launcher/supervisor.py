@@ -9,8 +9,11 @@ printed, e.g. ``error: ...``), then the job is stopped: every stdin pipe is clos
 whatever is still running after ``STOP_GRACE_S`` is killed with its process group.
 
 The kvstore rank of a worker is assigned by ps-lite, so only the worker knows it: training scripts call
-``announce_rank(kv)`` right after creating the kvstore, and the supervisor reads the marker line it prints.
+``announce_rank(kv)`` right after creating the kvstore, and the supervisor reads the marker line it prints. It also
+takes the workers' progress markers (``progress.py``) and the guards' reports out of the output; with a stall
+timeout, a ``watchdog.Watchdog`` ends a job that stopped making progress.
 """
+import json
 import os
 import re
 import signal
@@ -18,6 +21,10 @@ import subprocess
 import sys
 import threading
 import time
+
+from .progress import DONE_MARKER, PROGRESS_MARKER
+from .remote_guard import REPORT_MARKER
+from .watchdog import Watchdog
 
 RANK_MARKER = "@launch: kvstore rank"
 # Exit statuses of a job's process that mean a restart would meet the same failure: argparse's usage errors, and the
@@ -34,6 +41,9 @@ _SSH_ROLE = re.compile(r"export DMLC_ROLE=(\w+);")
 _SSH_HOST = re.compile(r"export DMLC_NODE_HOST=(\S+);")
 _SSH_PORT = re.compile(r" -p (\d+) ")
 _MARKER = re.compile(re.escape(RANK_MARKER).encode() + rb" (\d+)")
+_PROGRESS = re.compile(re.escape(PROGRESS_MARKER).encode() + rb" (\d+)\n?\Z")
+_DONE = DONE_MARKER.encode() + b"\n"
+_REPORT = REPORT_MARKER.encode()
 
 
 def announce_rank(kv):
@@ -86,9 +96,24 @@ class JobProcess:
         self.popen, self.role, self.host = popen, role, host
         self.rank = None
         self.returncode = self.exited = None
+        self.progress_at = self.finished_at = None  # its last progress marker; its done marker or exit 0
+        self.steps = 0
+        self.report, self.report_at = {}, time.monotonic()  # its guard's last report, and when it came
+        self.stopped_since = None
         self.last_error = None  # its last line on stderr: what it said before failing
         self.relays = []
         self.handled = threading.Event()  # set once its exit status has been acted upon
+
+    @property
+    def state(self):
+        return self.report.get("state")
+
+    def take_report(self, text):
+        self.report, self.report_at = json.loads(text), time.monotonic()
+        if self.state not in ("T", "t"):
+            self.stopped_since = None
+        elif self.stopped_since is None:
+            self.stopped_since = self.report_at
 
     @property
     def prefix(self):
@@ -106,10 +131,12 @@ class JobProcess:
 class Supervisor:
     """Starts, watches and stops the processes of one job; pass it where dmlc_tracker expects ``subprocess``."""
 
-    def __init__(self, program="launch"):
+    def __init__(self, program="launch", stall_timeout=0):
         self.program = program
         self.failure = None
         self.recurring = None  # what the failure is, when a restart would meet it again (RECURRING)
+        self.status = 1
+        self.watchdog = Watchdog(self, stall_timeout) if stall_timeout else None
         self._processes = []
         self._failures = []
         self._lock = threading.Lock()
@@ -127,6 +154,8 @@ class Supervisor:
         process = self._start(args, shell, executable, env)
         returncode = process.returncode = process.popen.wait()
         process.exited = time.monotonic()
+        if returncode == 0 and process.finished_at is None:
+            process.finished_at = process.exited
         for relay in process.relays:
             relay.join(DRAIN_S)
         if returncode != 0:
@@ -155,13 +184,18 @@ class Supervisor:
     # A non-zero exit stops the job and never returns, so check_call has nothing left to raise.
     check_call = call
 
-    def stop(self, reason=None):
-        """Stop the job (once): print ``reason`` as one line, close every stdin, SIGKILL what outlives the grace."""
+    def processes(self):
+        with self._lock:
+            return list(self._processes)
+
+    def stop(self, reason=None, status=1):
+        """Stop the job (once): print ``reason`` as one line, close every stdin, SIGKILL what outlives the grace;
+        ``status`` is what ``wait_stopped`` returns."""
         with self._lock:
             if self.stopping:
                 return
             self._stopping.set()
-            self.failure = reason
+            self.failure, self.status = reason, status
             processes = list(self._processes)
         if reason:
             with self._output_lock:
@@ -196,9 +230,9 @@ class Supervisor:
         return self.wait_stopped() if self.stopping else 0
 
     def wait_stopped(self):
-        """Block until ``stop`` has finished; returns 1 (the launcher's exit status for a stopped job)."""
+        """Block until ``stop`` has finished; returns the launcher's exit status (1 unless ``stop`` said else)."""
         self._stopped.wait()
-        return 1
+        return self.status
 
     def _start(self, args, shell, executable, env):
         with self._lock:
@@ -208,6 +242,8 @@ class Supervisor:
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
                 process = JobProcess(popen, *identify(args, env))
                 self._processes.append(process)
+                if self.watchdog and len(self._processes) == 1:
+                    self.watchdog.start()
         if stopping:
             self._park()
         for stream, sink in ((popen.stdout, sys.stdout.buffer), (popen.stderr, sys.stderr.buffer)):
@@ -222,6 +258,9 @@ class Supervisor:
             marker = _MARKER.match(line)
             if marker:
                 process.rank = int(marker.group(1))
+            line = self._take_markers(process, line)
+            if line is None:
+                continue
             if errors and line.strip():
                 process.last_error = line.decode(errors="replace").strip()
             with self._output_lock:
@@ -231,6 +270,25 @@ class Supervisor:
                 except OSError:  # our own output is gone (a closed pipe): keep draining, or the process blocks
                     pass
         stream.close()
+
+    @staticmethod
+    def _take_markers(process, line):
+        """Record the watchdog's markers of ``line``; returns what is left to relay (None: nothing)."""
+        progress = _PROGRESS.match(line)
+        if progress:
+            process.steps, process.progress_at = int(progress.group(1)), time.monotonic()
+            return None
+        if line == _DONE:
+            process.finished_at = time.monotonic()
+            return None
+        at = line.find(_REPORT)  # the guard writes whole lines, but maybe after a partial line of its command
+        if at < 0:
+            return line
+        try:
+            process.take_report(line[at + len(_REPORT):])
+        except ValueError:
+            return line
+        return line[:at] or None
 
     def _park(self):
         """Hold a tracker thread forever once the job is stopping.
