@@ -6,7 +6,7 @@ PY     := $(abspath $(VENV))/bin/python
 MXNET  ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo mxnet-cu112 || echo mxnet)
 STAMP  := $(VENV)/.installed-$(MXNET)
 
-.PHONY: setup lint test mutation demo rec train bench bench-timm
+.PHONY: setup lint test mutation demo cluster-demo rec train bench bench-timm
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-cuda11.txt pyproject.toml
@@ -21,6 +21,12 @@ $(STAMP): requirements.txt requirements-cuda11.txt pyproject.toml
 # The main job: digits -> .rec -> 2-worker dist_sync training -> scoring -> curves -> ONNX (see tools/demo.py).
 demo: setup
 	$(PY) tools/demo.py
+
+# The demo's training across NODES simulated hosts (network namespaces with their own sshd, tools/sim_cluster.py;
+#   root): one worker and one server per host, the global batch kept at 64.   make cluster-demo NODES=10
+cluster-demo: setup
+	$(PY) tools/sim_cluster.py run -n $(NODES) -- '$(PY) tools/demo.py --hostfile "$$CLUSTER_HOSTS" \
+	    --out work/cluster-demo --batch-size $$((64 / $(NODES)))'
 
 # The import contracts of pyproject.toml (entry points -> dpn_mxnet -> symbols, no cycles), then the test suite.
 lint: setup

@@ -1,0 +1,133 @@
+"""Distributed training on a simulated cluster (tests/cluster.py): hosts as network namespaces with their own
+addresses and sshd, the launcher on a head host of its own, over real ssh; the headline `make train NODES=4`,
+--sync-dst-dir, and hosts that fail."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+import kv_worker
+from cluster import Cluster, ClusterError
+from conftest import REPO
+from launch_helpers import LauncherRun, run_launcher
+from sshd import require
+from test_train import TINY, summaries
+
+from dpn_mxnet import checkpoint
+
+HOSTS = 4
+WORKER = REPO / "tests" / "kv_worker.py"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Four hosts, shared by the tests of this module (each leaves them as it found them)."""
+    require("ip", "/usr/sbin/sshd", "ssh", "ssh-keygen", "rsync")
+    try:
+        with Cluster(HOSTS) as simulated:
+            yield simulated
+    except ClusterError as error:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("cannot set up the simulated cluster: %s" % error)
+        pytest.skip("cannot set up the simulated cluster: %s" % error)
+
+
+@pytest.fixture
+def hosts(cluster):
+    """The cluster, checked afterwards: nothing of the test's jobs is left running on any host, and every host is
+    reachable again."""
+    yield cluster
+    leftovers = cluster.leftovers()
+    for index in range(1, HOSTS + 1):
+        cluster.freeze(index, frozen=False)
+        cluster.set_link(index, up=True)
+        if cluster.sshd_pid(index) is None or not os.path.exists("/proc/%d" % cluster.sshd_pid(index)):
+            cluster.start_sshd(index)
+    assert not leftovers, "processes left running on the hosts: %s" % leftovers
+
+
+def launch(cluster, args, timeout=240, **options):
+    """tools/launch.py ARGS on the head host, to the end."""
+    return run_launcher(args, timeout=timeout, env=cluster.env, prefix=cluster_prefix(cluster), **options)
+
+
+def cluster_prefix(cluster):
+    return ["ip", "netns", "exec", cluster.namespace(0)]
+
+
+def train_args(digits, prefix, epochs, batch=8):
+    return ["--num-classes", 10, "--size", 32, "--data-train", digits.train, "--model-prefix", prefix,
+            "--batch-size", batch, "--num-epochs", epochs, "--lr", 0.1, "--disp-batches", 5]
+
+
+def assert_consistent(text, workers, epochs):
+    """Every worker logged every epoch, with the same weights digest per epoch; returns {epoch: digest}."""
+    ranks = [summaries(text, rank) for rank in range(workers)]
+    for rank, found in enumerate(ranks):
+        assert [s["epoch"] for s in found] == list(epochs), "rank %d logged epochs %s" % (rank, found)
+    digests = {s["epoch"]: s["weights_sha1"] for s in ranks[0]}
+    for rank, found in enumerate(ranks):
+        assert {s["epoch"]: s["weights_sha1"] for s in found} == digests, "rank %d disagrees" % rank
+    return digests
+
+
+def test_make_train_over_four_hosts(hosts, digits_rec, tmp_path):
+    prefix = tmp_path / "tiny"
+    args = " ".join(map(str, train_args(digits_rec, prefix, epochs=2)))
+    done = hosts.run(["make", "train", "MODEL=" + TINY, "NODES=%d" % HOSTS, "HOSTS=%s" % hosts.hostfile,
+                      "ARGS=" + args], env={"OMP_NUM_THREADS": "1"}, cwd=REPO, timeout=300,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    report = "stdout:\n%s\nstderr:\n%s" % (done.stdout[-4000:], done.stderr[-4000:])
+    assert done.returncode == 0, report
+    assert "--host-ip" not in done.stdout.splitlines()[0], "the Makefile passed an address"
+    for rank in range(HOSTS):
+        marker = [line for line in done.stdout.splitlines() if "@launch: kvstore rank %d of 4" % rank in line]
+        assert len(marker) == 1, report
+    placed = sorted(line.split("@", 1)[1].split("]")[0] for line in done.stdout.splitlines()
+                    if line.startswith("[worker ") and "@launch: kvstore rank" in line)
+    assert placed == sorted(hosts.addresses), "one worker per host, each prefix naming its host's address"
+    assert_consistent(done.stdout, HOSTS, [1, 2])
+    assert checkpoint.available_epochs(str(prefix)) == [1, 2]
+    recipe = checkpoint.load_recipe(str(prefix), 2)
+    assert recipe["world_size"] == HOSTS
+
+
+def test_sync_dst_dir_gives_each_host_its_own_copy(hosts, tmp_path):
+    workdir, out = tmp_path / "job", tmp_path / "out"
+    workdir.mkdir()
+    out.mkdir()
+    shutil.copy(WORKER, workdir)
+    synced = hosts.local / "job"
+    run = launch(hosts, ["-n", HOSTS, "--launcher", "ssh", "-H", hosts.hostfile, "--sync-dst-dir", synced,
+                         "python", "kv_worker.py", "--out", out, "--steps", 3], cwd=workdir)
+    assert run.returncode == 0, run.report("launcher failed")
+    results = [json.loads((out / ("rank-%d.json" % rank)).read_text()) for rank in range(HOSTS)]
+    expected = kv_worker.expected_weights(HOSTS, 3)
+    for result in results:
+        for key, weight in expected.items():
+            np.testing.assert_allclose(np.array(result["weights"][str(key)], np.float32), weight, rtol=1e-6, atol=1e-6)
+        assert result["cwd"] == str(synced)
+        assert result["env"]["DMLC_PS_ROOT_URI"] == hosts.head, "the scheduler is not on the head host"
+        assert result["env"]["SSH_CONNECTION"].split()[2] == result["env"]["DMLC_NODE_HOST"]
+    assert sorted(r["env"]["DMLC_NODE_HOST"] for r in results) == sorted(hosts.addresses)
+    assert not os.listdir(hosts.local), "the copies went to the shared file system"
+    for index in range(1, HOSTS + 1):
+        assert (hosts.local_of(index) / "job" / "kv_worker.py").read_bytes() == WORKER.read_bytes()
+
+
+def test_host_without_sshd_is_refused_before_anything_starts(hosts, tmp_path):
+    hosts.stop_sshd(3)
+    run = launch(hosts, ["-n", HOSTS, "--launcher", "ssh", "-H", hosts.hostfile, "python", WORKER, "--out",
+                         tmp_path], timeout=60)
+    assert run.returncode == 2, run.report("expected exit status 2")
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1, run.report("expected a one-line error")
+    assert lines[0].startswith("launch.py: error: hostfile %s line 3 (%s:22): ssh failed: "
+                               % (hosts.hostfile, hosts.address(3))), run.stderr
+    assert "Connection refused" in lines[0]
+    assert not list(tmp_path.iterdir())
