@@ -32,6 +32,9 @@ BLOCK = ipaddress.ip_network("198.18.0.0/15")
 INSTANCES = BLOCK.num_addresses // 256
 MAX_HOSTS = 250
 READY_TIMEOUT_S = 30
+# sshd's keepalive: a session whose client stops answering (its link gone) ends, and with it the job's processes
+# (tools/launch.py's remote guard); what a cluster's hosts should have too
+CLIENT_ALIVE = "ClientAliveInterval 5\nClientAliveCountMax 3\n"
 
 
 class ClusterError(Exception):
@@ -121,7 +124,7 @@ class Cluster:
         folder = self.root / ("h%d" % index)
         config = folder / "sshd_config"
         config.write_text(CONFIG.format(port=22, address=self.address(index), root=self.root,
-                                        pidfile=folder / "sshd.pid"))
+                                        pidfile=folder / "sshd.pid") + CLIENT_ALIVE)
         script = "mount --bind %s %s && exec %s -f %s -E %s" % (folder / "local", self.local, SSHD, config,
                                                                 folder / "sshd.log")
         subprocess.run(["ip", "netns", "exec", self.namespace(index), "sh", "-c", script], check=True,
@@ -198,7 +201,7 @@ class Cluster:
         return self.root / ("h%d" % index) / "local"
 
     def index_of(self, address):
-        return int(ipaddress.ip_address(address) - (BLOCK.network_address + 256 * self.number)) - 1
+        return int(ipaddress.ip_address(address)) - int(BLOCK.network_address + 256 * self.number) - 1
 
     @property
     def env(self):
@@ -244,6 +247,13 @@ class Cluster:
                     continue
                 found.setdefault(self.address(index), []).append("%d %s" % (pid, line.strip()))
         return found
+
+    def kill_leftovers(self):
+        """SIGKILL what ``leftovers`` lists (the job processes of a test that failed half-way)."""
+        for index in range(self.size + 1):
+            for pid in set(self.pids(index)) - {self.sshd_pid(index)}:
+                _signal(pid, signal.SIGCONT)
+                _signal(pid, signal.SIGKILL)
 
     def counters(self, index):
         """(bytes received, bytes sent) on host ``index``'s interface, from the kernel's counters."""

@@ -1,6 +1,7 @@
 """Distributed training on a simulated cluster (tests/cluster.py): hosts as network namespaces with their own
 addresses and sshd, the launcher on a head host of its own, over real ssh; the headline `make train NODES=4`,
 --sync-dst-dir, and hosts that fail."""
+import hashlib
 import json
 import os
 import shutil
@@ -43,12 +44,14 @@ def hosts(cluster):
     reachable again."""
     yield cluster
     leftovers = cluster.leftovers()
+    cluster.kill_leftovers()  # e.g. the launcher of a test that failed half-way, and its job
     for index in range(1, HOSTS + 1):
         cluster.freeze(index, frozen=False)
         cluster.set_link(index, up=True)
         if cluster.sshd_pid(index) is None or not os.path.exists("/proc/%d" % cluster.sshd_pid(index)):
             cluster.start_sshd(index)
-    assert not leftovers, "processes left running on the hosts: %s" % leftovers
+    assert not leftovers, "processes left running: %s" % {host: [line[:100] for line in lines]
+                                                            for host, lines in leftovers.items()}
 
 
 def launch(cluster, args, timeout=240, **options):
@@ -131,3 +134,76 @@ def test_host_without_sshd_is_refused_before_anything_starts(hosts, tmp_path):
                                % (hosts.hostfile, hosts.address(3))), run.stderr
     assert "Connection refused" in lines[0]
     assert not list(tmp_path.iterdir())
+
+
+def weights_digest(params_file):
+    """The short SHA-1 of a checkpoint's weights, as the epoch summaries give it (names sorted, then bytes)."""
+    digest = hashlib.sha1()
+    arg_params, _ = checkpoint.load_params(params_file)
+    for name in sorted(arg_params):
+        digest.update(name.encode())
+        digest.update(arg_params[name].asnumpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def assert_checkpoints_intact(prefix, digests):
+    """Every complete checkpoint holds the weights its epoch logged."""
+    epochs = checkpoint.available_epochs(str(prefix))
+    assert epochs, "no checkpoint saved"
+    for epoch in epochs:
+        assert weights_digest(checkpoint.params_path(str(prefix), epoch)) == digests[epoch], "epoch %d" % epoch
+
+
+def wait_until_clean(cluster, timeout=60):
+    """Wait until nothing but the sshd listeners runs in the namespaces; returns what is left after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while cluster.leftovers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return cluster.leftovers()
+
+
+def host_of_rank(run, rank):
+    """The address in the prefix of the line where worker ``rank`` announced itself."""
+    return run.wait_for(r"\[worker %d@([\d.]+)\] @launch: kvstore rank" % rank).group(1)
+
+
+def failure_lines(run):
+    return [line for line in run.stderr_lines if line.startswith("launch.py: ")]
+
+
+def test_frozen_host_ends_the_job_with_one_line(hosts, digits_rec, tmp_path):
+    prefix = tmp_path / "tiny"
+    run = LauncherRun(["-n", HOSTS, "--launcher", "ssh", "-H", hosts.hostfile, "python", "train/train_imagenet.py",
+                       "--network", TINY, "--kv-store", "dist_sync"]
+                      + train_args(digits_rec, prefix, epochs=1000, batch=4), env=hosts.env,
+                      prefix=cluster_prefix(hosts))
+    frozen = host_of_rank(run, 1)
+    run.wait_for(r"saved .*tiny-0002\.params", timeout=180)
+    hosts.freeze(hosts.index_of(frozen))
+    assert run.finish(timeout=120) == 1, run.report("expected exit status 1")
+    lines = failure_lines(run)
+    assert len(lines) == 1 and "on %s failed: exit code 255" % frozen in lines[0], run.report("one line")
+    assert "ssh lost the connection" in lines[0], run.report("the cause is the host not answering")
+    hosts.freeze(hosts.index_of(frozen), frozen=False)  # a frozen host cannot clean up until it thaws
+    assert not wait_until_clean(hosts), "processes left on the hosts"
+    assert_checkpoints_intact(prefix, {s["epoch"]: s["weights_sha1"] for s in summaries(run.stdout, 0)})
+
+
+def test_host_that_stays_unreachable_uses_up_the_restarts(hosts, digits_rec, tmp_path):
+    prefix = tmp_path / "tiny"
+    run = LauncherRun(["--max-restarts", 2, "-n", HOSTS, "--launcher", "ssh", "-H", hosts.hostfile,
+                       "python", "train/train_imagenet.py", "--network", TINY, "--kv-store", "dist_sync"]
+                      + train_args(digits_rec, prefix, epochs=1000, batch=4), env=hosts.env,
+                      prefix=cluster_prefix(hosts))
+    lost = host_of_rank(run, 2)
+    run.wait_for(r"saved .*tiny-0002\.params", timeout=180)
+    hosts.set_link(hosts.index_of(lost), up=False)
+    assert run.finish(timeout=180) == 1, run.report("expected exit status 1")
+    lines = failure_lines(run)
+    assert "on %s failed: exit code 255" % lost in lines[0], run.report("the first failure names the host")
+    assert [line.split(":")[1].strip() for line in lines[1:]] == [
+        "restart 1 of 2", "relaunch failed", "restart 2 of 2", "relaunch failed", "restarts used up (2 of 2); the "
+        "last failure"], run.report("two relaunches refused at the ssh check, then one final line")
+    assert "(%s:22): ssh failed: " % lost in lines[-1], run.report("the final line names the host")
+    assert not wait_until_clean(hosts), "processes left on the hosts (also on the unreachable one)"
+    assert_checkpoints_intact(prefix, {s["epoch"]: s["weights_sha1"] for s in summaries(run.stdout, 0)})

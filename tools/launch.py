@@ -19,7 +19,11 @@ On top of them the shim
 * supervises every process of the job (``tools.supervisor``): the first non-zero exit prints one line naming the
   role, host and kvstore rank, stops every other process, and the launcher exits 1 (0 when all exit 0);
 * with ``--max-restarts N``, relaunches a job that stopped on a failure up to N times, each time with
-  ``--resume auto`` on COMMAND (replacing any --resume given), and prints one line per restart.
+  ``--resume auto`` on COMMAND (replacing any --resume given), and prints one line per restart; a relaunch that
+  finds a host not answering ssh counts as a failed attempt; when none is left, one line says so, naming the cause;
+* with ``--min-nodes M`` as well, a relaunch leaves out the hosts that do not answer ssh as long as M remain: the
+  workers and servers shrink in proportion to the hosts, and COMMAND gets ``--allow-recipe-change`` (the world
+  size is part of the training recipe).
 """
 import argparse
 import fcntl
@@ -40,7 +44,7 @@ from dmlc_tracker import ssh as dmlc_ssh
 from dmlc_tracker import tracker as dmlc_tracker
 
 from dpn_mxnet.launcher import remote_guard
-from dpn_mxnet.launcher.hostfile import HostfileError, check_hosts, read_hostfile, write_hostfile
+from dpn_mxnet.launcher.hostfile import HostfileError, UnreachableHosts, check_hosts, read_hostfile, write_hostfile
 from dpn_mxnet.launcher.supervisor import Supervisor
 from dpn_mxnet import cli
 
@@ -71,6 +75,10 @@ def build_parser():
                              "workers use it too")
     parser.add_argument("--max-restarts", type=int, default=0, metavar="N",
                         help="relaunch a job that failed up to N times, with --resume auto on COMMAND")
+    parser.add_argument("--min-nodes", type=int, metavar="M",
+                        help="with --max-restarts: a relaunch leaves out hosts that do not answer ssh while at "
+                             "least M remain (workers and servers shrink in proportion; COMMAND gets "
+                             "--allow-recipe-change)")
     return parser
 
 
@@ -162,8 +170,11 @@ def _load_mxnet_launcher():
     return module
 
 
-def _prepare(mxnet_options, dmlc_options, host_ip, scratch):
-    """Check the options MXNet's launcher parsed and adapt the dmlc options before it dispatches the job."""
+def _prepare(mxnet_options, dmlc_options, host_ip, scratch, min_nodes=None, left_out=None):
+    """Check the options MXNet's launcher parsed and adapt the dmlc options before it dispatches the job.
+
+    On a relaunch under --min-nodes, ``min_nodes`` is given and ``left_out`` lists the (host, port) left out so far;
+    hosts that do not answer now are added to it."""
     launcher, hostfile = dmlc_options.cluster, dmlc_options.host_file
     hostfile = None if hostfile in (None, "None") else hostfile
     if launcher not in ("local", "ssh"):
@@ -183,7 +194,10 @@ def _prepare(mxnet_options, dmlc_options, host_ip, scratch):
     if launcher == "ssh":
         hosts = read_hostfile(hostfile)
         synced = dmlc_options.sync_dst_dir not in (None, "None")
-        check_hosts(hosts, hostfile, workdir=None if synced else os.getcwd())
+        if min_nodes is not None:
+            hosts = _leave_out(hosts, dmlc_options, hostfile, synced, min_nodes, left_out)
+        else:
+            check_hosts(hosts, hostfile, workdir=None if synced else os.getcwd())
         dmlc_options.host_file = os.path.join(scratch, "hosts")
         write_hostfile(hosts, dmlc_options.host_file)
     elif host_ip != "auto":
@@ -192,7 +206,32 @@ def _prepare(mxnet_options, dmlc_options, host_ip, scratch):
     return dmlc_options
 
 
-def _repair_and_supervise(mxnet_launch, supervisor, host_ip, scratch):
+def _leave_out(hosts, dmlc_options, hostfile, synced, min_nodes, left_out):
+    """The hosts of a relaunch under --min-nodes: those that answer ssh, with workers and servers (in
+    ``dmlc_options``) in proportion to the hostfile's; raises UnreachableHosts if fewer than --min-nodes remain."""
+    listed = len(hosts)
+    hosts = [entry for entry in hosts if entry[1:] not in left_out]
+    try:
+        check_hosts(hosts, hostfile, workdir=None if synced else os.getcwd())
+    except UnreachableHosts as error:
+        if len(hosts) - len(error.hosts) < min_nodes:
+            raise UnreachableHosts("%s; fewer than --min-nodes %d hosts would remain" % (error, min_nodes),
+                                   error.hosts) from None
+        left_out.extend(entry[1:] for entry in error.hosts)
+        hosts = [entry for entry in hosts if entry not in error.hosts]
+        print("%s: leaving out %s (%s)" % (PROGRAM, ", ".join("%s:%s" % entry[1:] for entry in error.hosts), error),
+              file=sys.stderr, flush=True)
+    if len(hosts) < listed:
+        dmlc_options.num_workers = max(1, dmlc_options.num_workers * len(hosts) // listed)
+        dmlc_options.num_servers = max(1, dmlc_options.num_servers * len(hosts) // listed)
+        dmlc_options.command = dmlc_options.command + ["--allow-recipe-change"]
+        print("%s: relaunching on %d of %d hosts: %d workers, %d servers" % (
+            PROGRAM, len(hosts), listed, dmlc_options.num_workers, dmlc_options.num_servers), file=sys.stderr,
+            flush=True)
+    return hosts
+
+
+def _repair_and_supervise(mxnet_launch, supervisor, host_ip, scratch, min_nodes=None, left_out=None):
     """Patch the loaded launcher and dmlc_tracker in memory."""
     if not hasattr(threading.Thread, "isAlive"):
         threading.Thread.isAlive = threading.Thread.is_alive  # removed in Python 3.9; tracker.py still calls it
@@ -204,7 +243,7 @@ def _repair_and_supervise(mxnet_launch, supervisor, host_ip, scratch):
     port = hold_port(host_ip)
     dmlc_tracker.PSTracker.__init__.__defaults__ = (port, port + 1, None)  # port, port_end, envs: that port only
     to_dmlc = mxnet_launch.dmlc_opts
-    mxnet_launch.dmlc_opts = lambda options: _prepare(options, to_dmlc(options), host_ip, scratch)
+    mxnet_launch.dmlc_opts = lambda options: _prepare(options, to_dmlc(options), host_ip, scratch, min_nodes, left_out)
 
 
 def _run(mxnet_launch, launch_argv, supervisor):
@@ -247,9 +286,13 @@ def main(argv=None):
     if options.max_restarts < 0:
         print("%s: error: --max-restarts must be 0 or more, got %d" % (PROGRAM, options.max_restarts), file=sys.stderr)
         return 2
+    if options.min_nodes is not None and options.min_nodes < 1:
+        print("%s: error: --min-nodes must be 1 or more, got %d" % (PROGRAM, options.min_nodes), file=sys.stderr)
+        return 2
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     signal.signal(signal.SIGTERM, _interrupt)
-    status = launch_once(options, launch_argv)
+    left_out = []  # hosts left out of relaunches under --min-nodes
+    status, cause = launch_once(options, launch_argv)
     for restart in range(1, options.max_restarts + 1):
         if status != 1:  # 0: done; 2: bad input; 128 + N: interrupted by signal N
             break
@@ -257,26 +300,39 @@ def main(argv=None):
                                                                              options.max_restarts),
               file=sys.stderr, flush=True)
         launch_argv = resuming(launch_argv)
-        status = launch_once(options, launch_argv)
+        status, cause = launch_once(options, launch_argv, relaunch=True, left_out=left_out)
+    else:
+        if status == 1 and options.max_restarts:
+            print("%s: restarts used up (%d of %d); the last failure: %s" % (
+                PROGRAM, options.max_restarts, options.max_restarts, cause), file=sys.stderr, flush=True)
     return status
 
 
-def launch_once(options, launch_argv):
-    """Run the job once under a new supervisor; returns the launcher's exit status."""
+def launch_once(options, launch_argv, relaunch=False, left_out=None):
+    """Run the job once under a new supervisor; returns the launcher's exit status and the failure's one-line cause.
+
+    On a relaunch a host that does not answer ssh is a failure (exit status 1), or is left out under --min-nodes."""
     supervisor = Supervisor(PROGRAM)
     with tempfile.TemporaryDirectory(prefix="launch-") as scratch:
         try:
             mxnet_launch = _load_mxnet_launcher()
             host_ip = resolve_host_ip(options.host_ip)
-            _repair_and_supervise(mxnet_launch, supervisor, host_ip, scratch)
-            return _run(mxnet_launch, launch_argv, supervisor)
+            _repair_and_supervise(mxnet_launch, supervisor, host_ip, scratch,
+                                  options.min_nodes if relaunch else None, left_out)
+            return _run(mxnet_launch, launch_argv, supervisor), supervisor.failure
+        except UnreachableHosts as error:
+            if not relaunch:
+                print("%s: error: %s" % (PROGRAM, error), file=sys.stderr)
+                return 2, str(error)
+            print("%s: relaunch failed: %s" % (PROGRAM, error), file=sys.stderr, flush=True)
+            return 1, str(error)
         except (LaunchError, HostfileError) as error:
             print("%s: error: %s" % (PROGRAM, error), file=sys.stderr)
-            return 2
+            return 2, str(error)
         except KeyboardInterrupt as interrupt:
             signum = interrupt.args[0] if interrupt.args else signal.SIGINT
             supervisor.stop("interrupted by %s" % signal.Signals(signum).name)
-            return 128 + signum
+            return 128 + signum, supervisor.failure
         finally:
             supervisor.stop()
 
