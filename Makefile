@@ -49,7 +49,8 @@ rec: setup
 
 # Training: NODES=1 trains on this machine; NODES>1 launches NODES workers + NODES servers over ssh (hostfile HOSTS:
 # `host` or `host:port` per line) with kvstore dist_sync. HOST_IP: the address the scheduler binds (default: auto);
-# RESTARTS=N relaunches a failed job with --resume auto up to N times.
+# RESTARTS=N relaunches a failed job with --resume auto up to N times; MIN_NODES=M lets a relaunch leave out hosts
+# that no longer answer ssh while M remain (the global batch and learning rate shrink with the world).
 #   make train MODEL=dpn92 NODES=10 HOSTS=hosts ARGS="--gpus 0,1,2,3 --data-train /data/rec/train.rec ..."
 MODEL ?= dpn92
 NODES ?= 1
@@ -59,7 +60,7 @@ ifeq ($(NODES),1)
 	$(PY) train/train_imagenet.py --network '$(MODEL)' $(ARGS)
 else
 	$(PY) tools/launch.py -n $(NODES) -H $(HOSTS) --launcher ssh $(if $(HOST_IP),--host-ip $(HOST_IP)) \
-	    $(if $(RESTARTS),--max-restarts $(RESTARTS)) \
+	    $(if $(RESTARTS),--max-restarts $(RESTARTS)) $(if $(MIN_NODES),--min-nodes $(MIN_NODES)) \
 	    python $(abspath train/train_imagenet.py) --network '$(MODEL)' --kv-store dist_sync $(ARGS)
 endif
 

@@ -19,7 +19,7 @@ from launch_helpers import LauncherRun, run_launcher
 from sshd import require
 from test_train import TINY, summaries
 
-from dpn_mxnet import checkpoint
+from dpn_mxnet import checkpoint, data, training_data
 
 HOSTS = 4
 WORKER = REPO / "tests" / "kv_worker.py"
@@ -207,3 +207,36 @@ def test_host_that_stays_unreachable_uses_up_the_restarts(hosts, digits_rec, tmp
     assert "(%s:22): ssh failed: " % lost in lines[-1], run.report("the final line names the host")
     assert not wait_until_clean(hosts), "processes left on the hosts (also on the unreachable one)"
     assert_checkpoints_intact(prefix, {s["epoch"]: s["weights_sha1"] for s in summaries(run.stdout, 0)})
+
+
+def test_job_continues_without_a_dead_host(hosts, digits_rec, tmp_path):
+    prefix = tmp_path / "tiny"
+    run = LauncherRun(["--max-restarts", 1, "--min-nodes", 3, "-n", HOSTS, "--launcher", "ssh", "-H", hosts.hostfile,
+                       "python", "train/train_imagenet.py", "--network", TINY, "--kv-store", "dist_sync"]
+                      + train_args(digits_rec, prefix, epochs=4, batch=4), env=hosts.env, prefix=cluster_prefix(hosts))
+    lost = host_of_rank(run, 1)
+    run.wait_for(r"saved .*tiny-0001\.params", timeout=180)
+    hosts.set_link(hosts.index_of(lost), up=False)  # for good: it stays down until the test ends
+    assert run.finish(timeout=240) == 0, run.report("the job did not finish on the other hosts")
+    lines = failure_lines(run)
+    assert "on %s failed: exit code 255" % lost in lines[0], run.report("the failure names the host")
+    assert lines[1:] == ["launch.py: restart 1 of 1: relaunching the job with --resume auto\n",
+                         lines[2], "launch.py: relaunching on 3 of 4 hosts: 3 workers, 3 servers\n"], run.report("")
+    assert lines[2].startswith("launch.py: leaving out %s:22 (hostfile %s line %d (%s:22): ssh failed: "
+                               % (lost, hosts.hostfile, hosts.index_of(lost), lost)), run.report("")
+    change = run.wait_for(r"rank 0 INFO recipe of \S+-(\d{4}), changed: world_size: 4 -> 3: global batch 16 -> 12, "
+                          r"learning rate 0.1 -> 0.075 \(linear rule\)")
+    resumed = int(change.group(1))
+    shards = training_data.batches_per_epoch(data.num_records(digits_rec.train), 3, 4)  # shards of the new world
+    run.wait_for(r"rank 0 INFO .* x 3 workers, lr 0.075, %d batches/epoch" % shards)
+    metrics = checkpoint.read_metrics(checkpoint.metrics_path(str(prefix)))
+    assert [s["epoch"] for s in metrics] == [1, 2, 3, 4]
+    digests = {s["epoch"]: s["weights_sha1"] for s in metrics}
+    for rank in range(3):  # the epochs of the relaunch: the last summary of each, the same on every worker
+        logged = {s["epoch"]: s["weights_sha1"] for s in summaries(run.stdout, rank)}
+        assert {epoch: logged[epoch] for epoch in range(resumed + 1, 5)} == {
+            epoch: digests[epoch] for epoch in range(resumed + 1, 5)}, "rank %d disagrees" % rank
+    recipe = checkpoint.load_recipe(str(prefix), 4)
+    assert recipe["world_size"] == 3 and recipe["flags"]["lr"] == 0.075
+    assert_checkpoints_intact(prefix, digests)
+    assert not wait_until_clean(hosts), "processes left on the hosts (also on the dead one)"
