@@ -9,6 +9,9 @@ On top of them the shim
 * takes ``--host-ip ADDR``, the address the scheduler binds and every process connects to (by default dmlc_tracker
   picks a non-loopback address by itself); under the local launcher servers and workers use it as well, so
   ``--host-ip 127.0.0.1`` keeps a local job on loopback;
+* gives every process of the job ``MXNET_KVSTORE_BIGARRAY_BOUND`` (this environment's, else ``BIGARRAY_BOUND``,
+  in place of MXNet's 10^6): arrays larger than that are split over all servers, smaller ones go whole to one;
+  MXNet's bound leaves one of 10 servers of DPN-92 with about 1.17 x the mean traffic (docs/scaling.md);
 * runs COMMAND with this environment's absolute Python (a leading ``python``/``python3`` becomes
   ``sys.executable``: the ssh launcher does not forward PATH), passes every argument literally, and starts it
   through ``dpn_mxnet/launcher/remote_guard.py`` so that it dies with its launcher or its ssh connection;
@@ -54,6 +57,7 @@ _PYTHONS = {"python", "python3", "python%d.%d" % sys.version_info[:2]}
 _PLAIN_WORD = re.compile(r"[\w@%+=:,./-]+\Z", re.ASCII)
 SCHEDULER_PORTS = range(9091, 9999)  # where dmlc_tracker looks for the scheduler's port
 PORT_LOCKS = "/tmp/dmlc-scheduler-ports"  # shared by every launcher on this machine, whoever runs it
+BIGARRAY_BOUND = "100000"  # elements; the ssh launcher does not pass the environment on, so it goes on COMMAND
 
 
 class LaunchError(Exception):
@@ -93,13 +97,16 @@ def resuming(launch_argv):
 def job_command(command, launcher):
     """The words dmlc_tracker joins into the shell command line of every process of the job.
 
-    Leading NAME=VALUE words stay in front; a leading python, python3 or python3.X (this version) becomes this
+    Leading NAME=VALUE words stay in front, with MXNET_KVSTORE_BIGARRAY_BOUND added unless given; a leading python, python3 or python3.X (this version) becomes this
     environment's absolute Python; the program runs under remote_guard; every word is quoted so that the shell
     passes it on literally. Quotes are double quotes because the ssh launcher wraps the whole line in single
     quotes, which it therefore cannot contain.
     """
     split = next((i for i, word in enumerate(command) if not _ASSIGNMENT.match(word)), len(command))
     assignments, program = command[:split], command[split:]
+    if not any(word.startswith("MXNET_KVSTORE_BIGARRAY_BOUND=") for word in assignments):
+        assignments = assignments + ["MXNET_KVSTORE_BIGARRAY_BOUND=" + os.environ.get("MXNET_KVSTORE_BIGARRAY_BOUND",
+                                                                                      BIGARRAY_BOUND)]
     if not program:
         raise LaunchError("no command to launch")
     if program[0] in _PYTHONS:
