@@ -2,6 +2,7 @@
 addresses and sshd, the launcher on a head host of its own, over real ssh; the headline `make train NODES=4`,
 --sync-dst-dir, and hosts that fail."""
 import hashlib
+import ipaddress
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 import kv_worker
+import cluster as simulated
 import symbols
 from cluster import Cluster, ClusterError
 from conftest import REPO
@@ -260,3 +262,25 @@ def test_traffic_per_step_is_every_gradient_pushed_and_every_weight_pulled(clust
         assert 1.0 <= sent_and_received / (2 * 4 * parameters) <= 1.02, result
     share = 2 * 4 * parameters * 2 / 2  # every worker's push and pull of the server's half, on average
     assert 1.0 <= sum(result["server_bytes_per_step"]) / 2 / share <= 1.02, result
+
+
+def test_second_cluster_beside_the_first_and_clean_up_on_interrupt(cluster):
+    """A cluster set up beside the module's takes other names and addresses; `tools/sim_cluster.py run`, stopped by
+    SIGTERM while its command runs, takes its hosts down (namespaces, links, sshd)."""
+    run = subprocess.Popen([sys.executable, "tools/sim_cluster.py", "run", "-n", "2", "--", "sleep 600"], cwd=REPO,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    up = run.stderr.readline()
+    assert up.startswith("sim_cluster: 2 hosts "), "the cluster did not come up: %s" % up
+    head = ipaddress.ip_address(up.split("head ")[1].strip())
+    number = (int(head) - int(simulated.BLOCK.network_address)) // 256
+    second = simulated.Cluster(2)
+    second.number = number
+    assert not set(second.addresses + [second.head]) & set(cluster.addresses + [cluster.head])
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert second.namespace(2) in namespaces and cluster.namespace(HOSTS) in namespaces
+    run.terminate()
+    assert run.wait(60) == 128 + 15, run.stderr.read()
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "sc%d-" % number not in namespaces and cluster.namespace(HOSTS) in namespaces
+    assert "sc%dbr" % number not in subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
+    assert number not in simulated.instances()

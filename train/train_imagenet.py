@@ -58,9 +58,6 @@ def parse_args(argv=None):
     run.add_argument("--kv-store", default=None,
                      choices=["local", "device", "dist_sync", "dist_device_sync", "dist_async"],
                      help="kvstore type (default: device with GPUs, local on CPU)")
-    run.add_argument("--gradient-compression", type=float, metavar="THRESHOLD",
-                     help="dist kvstores: push gradients 2-bit compressed with this threshold (kvstore's "
-                          "set_gradient_compression; changes the training, see docs/scaling.md); default: off")
     run.add_argument("--batch-size", type=int, help="batch per device (default: the authors' per-GPU batch, %s)"
                      % ", ".join("%s %d" % kv for kv in symbols.DEFAULT_BATCH.items()))
     run.add_argument("--num-epochs", type=int, default=100, help="epochs to train")
@@ -145,8 +142,7 @@ def parse_args(argv=None):
 # The flags that decide a run's result: its recipe, saved with every checkpoint and restored on --resume.
 RECIPE_FLAGS = ("network", "num_classes", "classifier", "size", "dtype", "arrangement", "data_train",
                 "data_val", "aug", "min_area", "max_area", "aspect", "hsl", "no_mirror", "kv_store", "batch_size",
-                "lr", "lr_steps", "lr_factor", "warmup_epochs", "mom", "wd", "seed", "pretrained", "bad_records",
-                "gradient_compression")
+                "lr", "lr_steps", "lr_factor", "warmup_epochs", "mom", "wd", "seed", "pretrained", "bad_records")
 
 
 def apply_recipe(args, given):
@@ -290,8 +286,6 @@ def end_on_error(error, name=None):
 def train(args, scratch, process):
     """The training run; ``process["name"]`` is set to this worker's kvstore rank and host once known."""
     kv = mx.kv.create(args.kv_store)
-    if args.gradient_compression:
-        kv.set_gradient_compression({"type": "2bit", "threshold": args.gradient_compression})
     if "dist" in args.kv_store:
         announce_rank(kv)
         process["name"] = "worker rank %d of %d on %s" % (kv.rank, kv.num_workers,
