@@ -34,7 +34,7 @@ MAX_HOSTS = 250
 READY_TIMEOUT_S = 30
 # sshd's keepalive: a session whose client stops answering (its link gone) ends, and with it the job's processes
 # (tools/launch.py's remote guard); what a cluster's hosts should have too
-CLIENT_ALIVE = "ClientAliveInterval 5\nClientAliveCountMax 3\n"
+CLIENT_ALIVE = "ClientAliveInterval 2\nClientAliveCountMax 3\n"
 
 
 class ClusterError(Exception):
