@@ -41,15 +41,16 @@ def job_processes(tag):
 
 
 class LauncherRun:
-    """``python tools/launch.py ARGS`` started in the background (behind the words ``prefix``, e.g. ``ip netns exec
-    NAME``); its output is collected line by line."""
+    """``python tools/launch.py ARGS`` started in the background; its output is collected line by line."""
 
-    def __init__(self, args, env=None, cwd=REPO, prefix=()):
+    def __init__(self, args, env=None, cwd=REPO, prefix_command=()):
+        """``prefix_command``: words in front of the launcher's command line (e.g. ``ip netns exec NAME``)."""
         environment = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
         self.args = [str(arg) for arg in args]
-        self.popen = subprocess.Popen(list(prefix) + [sys.executable, str(LAUNCH)] + self.args, cwd=str(cwd),
-                                      env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True)
+        self.popen = subprocess.Popen([*prefix_command, sys.executable, str(LAUNCH)] + self.args, cwd=str(cwd),
+                                      env=environment,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True)
         self.stdout_lines, self.stderr_lines = [], []
         self._changed = threading.Condition()
         self._readers = [threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
@@ -123,9 +124,9 @@ class LauncherRun:
             self._changed.notify_all()
 
 
-def run_launcher(args, timeout=120, env=None, cwd=REPO, prefix=()):
+def run_launcher(args, timeout=120, env=None, cwd=REPO, prefix_command=()):
     """Run ``python tools/launch.py ARGS`` to the end (at most ``timeout`` s) and return the finished LauncherRun."""
-    run = LauncherRun(args, env=env, cwd=cwd, prefix=prefix)
+    run = LauncherRun(args, env=env, cwd=cwd, prefix_command=prefix_command)
     run.finish(timeout)
     return run
 

@@ -59,7 +59,7 @@ def hosts(cluster):
 
 def launch(cluster, args, timeout=240, **options):
     """tools/launch.py ARGS on the head host, to the end."""
-    return run_launcher(args, timeout=timeout, env=cluster.env, prefix=cluster_prefix(cluster), **options)
+    return run_launcher(args, timeout=timeout, env=cluster.env, prefix_command=cluster_prefix(cluster), **options)
 
 
 def cluster_prefix(cluster):
@@ -179,7 +179,7 @@ def test_frozen_host_ends_the_job_with_one_line(hosts, digits_rec, tmp_path):
     run = LauncherRun(["-n", HOSTS, "--launcher", "ssh", "-H", hosts.hostfile, "python", "train/train_imagenet.py",
                        "--network", TINY, "--kv-store", "dist_sync"]
                       + train_args(digits_rec, prefix, epochs=1000, batch=4), env=hosts.env,
-                      prefix=cluster_prefix(hosts))
+                      prefix_command=cluster_prefix(hosts))
     frozen = host_of_rank(run, 1)
     run.wait_for(r"saved .*tiny-0002\.params", timeout=180)
     hosts.freeze(hosts.index_of(frozen))
@@ -197,7 +197,7 @@ def test_host_that_stays_unreachable_uses_up_the_restarts(hosts, digits_rec, tmp
     run = LauncherRun(["--max-restarts", 2, "-n", HOSTS, "--launcher", "ssh", "-H", hosts.hostfile,
                        "python", "train/train_imagenet.py", "--network", TINY, "--kv-store", "dist_sync"]
                       + train_args(digits_rec, prefix, epochs=1000, batch=4), env=hosts.env,
-                      prefix=cluster_prefix(hosts))
+                      prefix_command=cluster_prefix(hosts))
     lost = host_of_rank(run, 2)
     run.wait_for(r"saved .*tiny-0002\.params", timeout=180)
     hosts.set_link(hosts.index_of(lost), up=False)
@@ -216,7 +216,7 @@ def test_job_continues_without_a_dead_host(hosts, digits_rec, tmp_path):
     prefix = tmp_path / "tiny"
     run = LauncherRun(["--max-restarts", 1, "--min-nodes", 3, "-n", HOSTS, "--launcher", "ssh", "-H", hosts.hostfile,
                        "python", "train/train_imagenet.py", "--network", TINY, "--kv-store", "dist_sync"]
-                      + train_args(digits_rec, prefix, epochs=4, batch=4), env=hosts.env, prefix=cluster_prefix(hosts))
+                      + train_args(digits_rec, prefix, epochs=4, batch=4), env=hosts.env, prefix_command=cluster_prefix(hosts))
     lost = host_of_rank(run, 1)
     run.wait_for(r"saved .*tiny-0001\.params", timeout=180)
     hosts.set_link(hosts.index_of(lost), up=False)  # for good: it stays down until the test ends
