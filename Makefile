@@ -6,7 +6,7 @@ PY     := $(abspath $(VENV))/bin/python
 MXNET  ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo mxnet-cu112 || echo mxnet)
 STAMP  := $(VENV)/.installed-$(MXNET)
 
-.PHONY: setup lint test mutation demo rec train bench bench-timm
+.PHONY: setup lint test mutation demo cluster-demo rec train bench bench-timm
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-cuda11.txt pyproject.toml
@@ -21,6 +21,13 @@ $(STAMP): requirements.txt requirements-cuda11.txt pyproject.toml
 # The main job: digits -> .rec -> 2-worker dist_sync training -> scoring -> curves -> ONNX (see tools/demo.py).
 demo: setup
 	$(PY) tools/demo.py
+
+# The demo's training across NODES simulated hosts (network namespaces with their own sshd, tools/sim_cluster.py;
+#   root): one worker and one server per host (one thread each), the global batch kept at 64.
+#   make cluster-demo NODES=10
+cluster-demo: setup
+	OMP_NUM_THREADS=1 $(PY) tools/sim_cluster.py run -n $(NODES) -- '$(PY) tools/demo.py --hostfile "$$CLUSTER_HOSTS" \
+	    --out work/cluster-demo --batch-size $$((64 / $(NODES)))'
 
 # The import contracts of pyproject.toml (entry points -> dpn_mxnet -> symbols, no cycles), then the test suite.
 lint: setup
@@ -43,8 +50,9 @@ rec: setup
 
 # Training: NODES=1 trains on this machine; NODES>1 launches NODES workers + NODES servers over ssh (hostfile HOSTS:
 # `host` or `host:port` per line) with kvstore dist_sync. HOST_IP: the address the scheduler binds (default: auto);
-# RESTARTS=N relaunches a failed job with --resume auto up to N times; STALL=S stops a job in which no worker made
-# progress for S seconds (default 600, see docs/failures.md).
+# RESTARTS=N relaunches a failed job with --resume auto up to N times; MIN_NODES=M lets a relaunch leave out hosts
+# that no longer answer ssh while M remain (the global batch and learning rate shrink with the world); STALL=S stops
+# a job in which no worker made progress for S seconds (default 600, see docs/failures.md).
 #   make train MODEL=dpn92 NODES=10 HOSTS=hosts ARGS="--gpus 0,1,2,3 --data-train /data/rec/train.rec ..."
 MODEL ?= dpn92
 NODES ?= 1
@@ -54,7 +62,8 @@ ifeq ($(NODES),1)
 	$(PY) train/train_imagenet.py --network '$(MODEL)' $(ARGS)
 else
 	$(PY) tools/launch.py -n $(NODES) -H $(HOSTS) --launcher ssh $(if $(HOST_IP),--host-ip $(HOST_IP)) \
-	    $(if $(RESTARTS),--max-restarts $(RESTARTS)) $(if $(STALL),--stall-timeout $(STALL)) \
+	    $(if $(RESTARTS),--max-restarts $(RESTARTS)) $(if $(MIN_NODES),--min-nodes $(MIN_NODES)) \
+	    $(if $(STALL),--stall-timeout $(STALL)) \
 	    python $(abspath train/train_imagenet.py) --network '$(MODEL)' --kv-store dist_sync $(ARGS)
 endif
 

@@ -124,9 +124,9 @@ class LauncherRun:
             self._changed.notify_all()
 
 
-def run_launcher(args, timeout=120, env=None, cwd=REPO):
+def run_launcher(args, timeout=120, env=None, cwd=REPO, prefix_command=()):
     """Run ``python tools/launch.py ARGS`` to the end (at most ``timeout`` s) and return the finished LauncherRun."""
-    run = LauncherRun(args, env=env, cwd=cwd)
+    run = LauncherRun(args, env=env, cwd=cwd, prefix_command=prefix_command)
     run.finish(timeout)
     return run
 

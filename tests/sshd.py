@@ -19,10 +19,10 @@ import pytest
 SSHD = "/usr/sbin/sshd"
 CONFIG = """\
 Port {port}
-ListenAddress 127.0.0.1
+ListenAddress {address}
 HostKey {root}/host_key
 AuthorizedKeysFile {root}/authorized_keys
-PidFile {root}/sshd.pid
+PidFile {pidfile}
 StrictModes no
 UsePAM no
 PermitRootLogin yes
@@ -36,7 +36,7 @@ LogLevel ERROR
 """
 WRAPPER = """\
 #!/bin/sh
-exec {ssh} -F /dev/null -i {root}/client_key -o IdentitiesOnly=yes -o BatchMode=yes \\
+exec {ssh} -F /dev/null -i {root}/client_key -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no \\
     -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "$@"
 """
 
@@ -69,28 +69,36 @@ def require(*programs):
         pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def ssh_server(tmp_path_factory):
-    require(SSHD, "ssh", "ssh-keygen", "rsync")
+def make_credentials(root):
+    """Generate ``root``/host_key, a client key authorised in ``root``/authorized_keys and the ``ssh`` wrapper that
+    logs in with it in ``root``/bin; returns the PATH with that folder first."""
     ssh, keygen = shutil.which("ssh"), shutil.which("ssh-keygen")
-    root = tmp_path_factory.mktemp("sshd")
     for key in ("host_key", "client_key"):
         subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(root / key)], check=True)
     shutil.copy(root / "client_key.pub", root / "authorized_keys")
-    port = free_port()
-    (root / "sshd_config").write_text(CONFIG.format(port=port, root=root))
     bin_dir = root / "bin"
     bin_dir.mkdir()
     (bin_dir / "ssh").write_text(WRAPPER.format(ssh=ssh, root=root))
     (bin_dir / "ssh").chmod(0o755)
     if os.geteuid() == 0:
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
+    return "%s:%s" % (bin_dir, os.environ["PATH"])
+
+
+@pytest.fixture(scope="session")
+def ssh_server(tmp_path_factory):
+    require(SSHD, "ssh", "ssh-keygen", "rsync")
+    root = tmp_path_factory.mktemp("sshd")
+    path = make_credentials(root)
+    port = free_port()
+    (root / "sshd_config").write_text(CONFIG.format(port=port, address="127.0.0.1", root=root,
+                                                    pidfile=root / "sshd.pid"))
     with open(root / "sshd.log", "w") as log:
         daemon = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")],
                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_until_listening(daemon, port, root / "sshd.log")
-        yield SSHServer("127.0.0.1", port, {"PATH": "%s:%s" % (bin_dir, os.environ["PATH"])})
+        yield SSHServer("127.0.0.1", port, {"PATH": path})
     finally:
         daemon.terminate()
         try:

@@ -323,7 +323,7 @@ def test_when_restarts_run_out_the_last_line_says_so(job_tag):
                        timeout=120)
     assert run.returncode == 1
     assert "launch.py: restart 1 of 1: relaunching the job with --resume auto\n" in run.stderr_lines
-    assert last_line(run) == "launch.py: the job failed again and its --max-restarts 1 are used up"
+    assert last_line(run).startswith("launch.py: restarts used up (1 of 1); the last failure: worker ")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import sys
 import time
 
 from dpn_mxnet import checkpoint, cli, data
+from dpn_mxnet.launcher.hostfile import read_hostfile
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # A small DPN for 32x32 images: two stages (1 and 2 dual-path blocks), so that the features are still 4x4 and
@@ -36,6 +37,8 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=30, help="training epochs")
     parser.add_argument("--batch-size", type=int, default=32, help="batch per worker")
     parser.add_argument("--test-size", type=int, default=40, help="the larger size scored with mean-max")
+    parser.add_argument("--hostfile", help="train over ssh with one worker and one server per host of this "
+                                           "hostfile (default: 2 workers + 1 server on 127.0.0.1)")
     return parser.parse_args(argv)
 
 
@@ -47,6 +50,14 @@ def run(command, capture=False):
     if done.returncode:
         sys.exit("demo: step failed (exit code %d): %s" % (done.returncode, command[1]))
     return json.loads(done.stdout.strip().splitlines()[-1]) if capture else None
+
+
+def placement(hostfile):
+    """The launcher's options: 2 workers + 1 server on loopback, or a worker and a server on every host."""
+    if hostfile is None:
+        return ["-n", 2, "-s", 1, "--launcher", "local", "--host-ip", "127.0.0.1"]
+    nodes = len(read_hostfile(hostfile))
+    return ["-n", nodes, "-s", nodes, "--launcher", "ssh", "-H", hostfile]
 
 
 def main(argv=None):
@@ -62,7 +73,7 @@ def main(argv=None):
     if args.epochs in checkpoint.available_epochs(str(prefix)):
         print("\nreusing the trained checkpoint %s" % checkpoint.params_path(str(prefix), args.epochs))
     else:
-        run([python, "tools/launch.py", "-n", 2, "-s", 1, "--launcher", "local", "--host-ip", "127.0.0.1",
+        run([python, "tools/launch.py"] + placement(args.hostfile) + [
              "python", "train/train_imagenet.py", "--network", json.dumps(NETWORK), "--num-classes", 10,
              "--size", SIZE, "--data-train", digits / "train.rec", "--data-val", digits / "val.rec",
              "--kv-store", "dist_sync", "--batch-size", args.batch_size, "--num-epochs", args.epochs,
@@ -81,8 +92,9 @@ def main(argv=None):
     print("\n=== demo summary (%.0f s) ===" % (time.time() - start))
     print("data      %d train / %d val digit scans, %dx%d, packed to %s"
           % (data.num_records(digits / "train.rec"), data.num_records(digits / "val.rec"), SIZE, SIZE, digits))
-    print("training  2 workers + 1 server, dist_sync, %d epochs, %.0f img/s per worker in the last epoch"
-          % (last["epoch"], last["train_images_per_second"]))
+    launcher = placement(args.hostfile)
+    print("training  %d workers + %d servers (%s launcher), dist_sync, %d epochs, %.0f img/s per worker in the last "
+          "epoch" % (launcher[1], launcher[3], launcher[5], last["epoch"], last["train_images_per_second"]))
     for row in scores:
         print("score     %dx%d%s: top-1 accuracy %.2f %%, top-5 %.2f %% (%d images, %.0f img/s)"
               % (row["size"], row["size"], " mean-max" if row["meanmax"] else "", 100 - row["top1_error"],

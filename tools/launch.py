@@ -9,6 +9,9 @@ On top of them the shim
 * takes ``--host-ip ADDR``, the address the scheduler binds and every process connects to (by default dmlc_tracker
   picks a non-loopback address by itself); under the local launcher servers and workers use it as well, so
   ``--host-ip 127.0.0.1`` keeps a local job on loopback;
+* gives every process of the job ``MXNET_KVSTORE_BIGARRAY_BOUND`` (this environment's, else ``BIGARRAY_BOUND``,
+  in place of MXNet's 10^6): arrays larger than that are split over all servers, smaller ones go whole to one;
+  MXNet's bound leaves one of 10 servers of DPN-92 with about 1.17 x the mean traffic (docs/scaling.md);
 * runs COMMAND with this environment's absolute Python (a leading ``python``/``python3`` becomes
   ``sys.executable``: the ssh launcher does not forward PATH), passes every argument literally, and starts it
   through ``dpn_mxnet/launcher/remote_guard.py`` so that it dies with its launcher or its ssh connection;
@@ -24,6 +27,9 @@ On top of them the shim
   ``--resume auto`` on COMMAND (replacing any --resume given), and prints one line per restart; a failure that a
   restart would meet again (a process exiting with a usage error, status 2, or an input or configuration error,
   status 3) is not restarted, and the last line says why, or that the restarts are used up.
+* with ``--min-nodes M`` as well, a relaunch leaves out the hosts that do not answer ssh as long as M remain: the
+  workers and servers shrink in proportion to the hosts, and COMMAND gets ``--allow-recipe-change`` (the world
+  size is part of the training recipe).
 """
 import argparse
 import fcntl
@@ -44,7 +50,7 @@ from dmlc_tracker import ssh as dmlc_ssh
 from dmlc_tracker import tracker as dmlc_tracker
 
 from dpn_mxnet.launcher import remote_guard
-from dpn_mxnet.launcher.hostfile import HostfileError, check_hosts, read_hostfile, write_hostfile
+from dpn_mxnet.launcher.hostfile import HostfileError, UnreachableHosts, check_hosts, read_hostfile, write_hostfile
 from dpn_mxnet.launcher.supervisor import Supervisor
 from dpn_mxnet import cli
 
@@ -56,6 +62,7 @@ STALL_TIMEOUT_S = 600  # docs/failures.md, "Stalls": why this is never reached i
 MIN_STALL_TIMEOUT_S = 5  # the guards report every second
 SCHEDULER_PORTS = range(9091, 9999)  # where dmlc_tracker looks for the scheduler's port
 PORT_LOCKS = "/tmp/dmlc-scheduler-ports"  # shared by every launcher on this machine, whoever runs it
+BIGARRAY_BOUND = "100000"  # elements; the ssh launcher does not pass the environment on, so it goes on COMMAND
 
 
 class LaunchError(Exception):
@@ -80,6 +87,10 @@ def build_parser():
     parser.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT_S, metavar="S",
                         help="stop the job when no worker made progress for S seconds, or a process of it has "
                              "been stopped or silent that long (0: never)")
+    parser.add_argument("--min-nodes", type=int, metavar="M",
+                        help="with --max-restarts: a relaunch leaves out hosts that do not answer ssh while at "
+                             "least M remain (workers and servers shrink in proportion; COMMAND gets "
+                             "--allow-recipe-change)")
     return parser
 
 
@@ -94,13 +105,16 @@ def resuming(launch_argv):
 def job_command(command, launcher):
     """The words dmlc_tracker joins into the shell command line of every process of the job.
 
-    Leading NAME=VALUE words stay in front; a leading python, python3 or python3.X (this version) becomes this
+    Leading NAME=VALUE words stay in front, with MXNET_KVSTORE_BIGARRAY_BOUND added unless given; a leading python, python3 or python3.X (this version) becomes this
     environment's absolute Python; the program runs under remote_guard; every word is quoted so that the shell
     passes it on literally. Quotes are double quotes because the ssh launcher wraps the whole line in single
     quotes, which it therefore cannot contain.
     """
     split = next((i for i, word in enumerate(command) if not _ASSIGNMENT.match(word)), len(command))
     assignments, program = command[:split], command[split:]
+    if not any(word.startswith("MXNET_KVSTORE_BIGARRAY_BOUND=") for word in assignments):
+        assignments = assignments + ["MXNET_KVSTORE_BIGARRAY_BOUND=" + os.environ.get("MXNET_KVSTORE_BIGARRAY_BOUND",
+                                                                                      BIGARRAY_BOUND)]
     if not program:
         raise LaunchError("no command to launch")
     if program[0] in _PYTHONS:
@@ -171,8 +185,11 @@ def _load_mxnet_launcher():
     return module
 
 
-def _prepare(mxnet_options, dmlc_options, host_ip, scratch):
-    """Check the options MXNet's launcher parsed and adapt the dmlc options before it dispatches the job."""
+def _prepare(mxnet_options, dmlc_options, host_ip, scratch, min_nodes=None, left_out=None):
+    """Check the options MXNet's launcher parsed and adapt the dmlc options before it dispatches the job.
+
+    On a relaunch under --min-nodes, ``min_nodes`` is given and ``left_out`` lists the (host, port) left out so far;
+    hosts that do not answer now are added to it."""
     launcher, hostfile = dmlc_options.cluster, dmlc_options.host_file
     hostfile = None if hostfile in (None, "None") else hostfile
     if launcher not in ("local", "ssh"):
@@ -192,7 +209,10 @@ def _prepare(mxnet_options, dmlc_options, host_ip, scratch):
     if launcher == "ssh":
         hosts = read_hostfile(hostfile)
         synced = dmlc_options.sync_dst_dir not in (None, "None")
-        check_hosts(hosts, hostfile, workdir=None if synced else os.getcwd())
+        if min_nodes is not None:
+            hosts = _leave_out(hosts, dmlc_options, hostfile, synced, min_nodes, left_out)
+        else:
+            check_hosts(hosts, hostfile, workdir=None if synced else os.getcwd())
         dmlc_options.host_file = os.path.join(scratch, "hosts")
         write_hostfile(hosts, dmlc_options.host_file)
     elif host_ip != "auto":
@@ -201,7 +221,32 @@ def _prepare(mxnet_options, dmlc_options, host_ip, scratch):
     return dmlc_options
 
 
-def _repair_and_supervise(mxnet_launch, supervisor, host_ip, scratch):
+def _leave_out(hosts, dmlc_options, hostfile, synced, min_nodes, left_out):
+    """The hosts of a relaunch under --min-nodes: those that answer ssh, with workers and servers (in
+    ``dmlc_options``) in proportion to the hostfile's; raises UnreachableHosts if fewer than --min-nodes remain."""
+    listed = len(hosts)
+    hosts = [entry for entry in hosts if entry[1:] not in left_out]
+    try:
+        check_hosts(hosts, hostfile, workdir=None if synced else os.getcwd())
+    except UnreachableHosts as error:
+        if len(hosts) - len(error.hosts) < min_nodes:
+            raise UnreachableHosts("%s; fewer than --min-nodes %d hosts would remain" % (error, min_nodes),
+                                   error.hosts) from None
+        left_out.extend(entry[1:] for entry in error.hosts)
+        hosts = [entry for entry in hosts if entry not in error.hosts]
+        print("%s: leaving out %s (%s)" % (PROGRAM, ", ".join("%s:%s" % entry[1:] for entry in error.hosts), error),
+              file=sys.stderr, flush=True)
+    if len(hosts) < listed:
+        dmlc_options.num_workers = max(1, dmlc_options.num_workers * len(hosts) // listed)
+        dmlc_options.num_servers = max(1, dmlc_options.num_servers * len(hosts) // listed)
+        dmlc_options.command = dmlc_options.command + ["--allow-recipe-change"]
+        print("%s: relaunching on %d of %d hosts: %d workers, %d servers" % (
+            PROGRAM, len(hosts), listed, dmlc_options.num_workers, dmlc_options.num_servers), file=sys.stderr,
+            flush=True)
+    return hosts
+
+
+def _repair_and_supervise(mxnet_launch, supervisor, host_ip, scratch, min_nodes=None, left_out=None):
     """Patch the loaded launcher and dmlc_tracker in memory."""
     if not hasattr(threading.Thread, "isAlive"):
         threading.Thread.isAlive = threading.Thread.is_alive  # removed in Python 3.9; tracker.py still calls it
@@ -213,7 +258,7 @@ def _repair_and_supervise(mxnet_launch, supervisor, host_ip, scratch):
     port = hold_port(host_ip)
     dmlc_tracker.PSTracker.__init__.__defaults__ = (port, port + 1, None)  # port, port_end, envs: that port only
     to_dmlc = mxnet_launch.dmlc_opts
-    mxnet_launch.dmlc_opts = lambda options: _prepare(options, to_dmlc(options), host_ip, scratch)
+    mxnet_launch.dmlc_opts = lambda options: _prepare(options, to_dmlc(options), host_ip, scratch, min_nodes, left_out)
 
 
 def _run(mxnet_launch, launch_argv, supervisor):
@@ -260,9 +305,13 @@ def main(argv=None):
         print("%s: error: --stall-timeout must be 0 or at least %d s, got %g" % (PROGRAM, MIN_STALL_TIMEOUT_S,
                                                                              options.stall_timeout), file=sys.stderr)
         return 2
+    if options.min_nodes is not None and options.min_nodes < 1:
+        print("%s: error: --min-nodes must be 1 or more, got %d" % (PROGRAM, options.min_nodes), file=sys.stderr)
+        return 2
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     signal.signal(signal.SIGTERM, _interrupt)
-    status, recurring = launch_once(options, launch_argv)
+    left_out = []  # hosts left out of relaunches under --min-nodes
+    status, cause, recurring = launch_once(options, launch_argv)
     for restart in range(1, options.max_restarts + 1):
         if status != 1 or recurring:  # 0: done; 2: bad input; 128 + N: interrupted by signal N
             break
@@ -270,35 +319,47 @@ def main(argv=None):
                                                                              options.max_restarts),
               file=sys.stderr, flush=True)
         launch_argv = resuming(launch_argv)
-        status, recurring = launch_once(options, launch_argv)
-    if status == 1 and options.max_restarts:
-        print("%s: %s" % (PROGRAM, "not restarted: the failure above is %s, which a restart would meet again"
-                          % recurring if recurring else "the job failed again and its --max-restarts %d are used up"
-                          % options.max_restarts), file=sys.stderr, flush=True)
+        status, cause, recurring = launch_once(options, launch_argv, relaunch=True, left_out=left_out)
+    if status == 1 and recurring:
+        print("%s: not restarted: the failure above is %s, which a restart would meet again" % (PROGRAM, recurring),
+              file=sys.stderr, flush=True)
+    elif status == 1 and options.max_restarts:
+        print("%s: restarts used up (%d of %d); the last failure: %s" % (
+            PROGRAM, options.max_restarts, options.max_restarts, cause), file=sys.stderr, flush=True)
     return status
 
 
-def launch_once(options, launch_argv):
-    """Run the job once under a new supervisor; returns the launcher's exit status and, for a failure that a
-    restart would meet again, what it is (else None)."""
+def launch_once(options, launch_argv, relaunch=False, left_out=None):
+    """Run the job once under a new supervisor; returns the launcher's exit status, the failure's one-line cause
+    and, for a failure that a restart would meet again, what it is (else None).
+
+    On a relaunch a host that does not answer ssh is a failure (exit status 1), or is left out under --min-nodes."""
     supervisor = Supervisor(PROGRAM, options.stall_timeout)
-    return _launch_once(options, launch_argv, supervisor), supervisor.recurring
+    status, cause = _launch_once(options, launch_argv, supervisor, relaunch, left_out)
+    return status, cause, supervisor.recurring
 
 
-def _launch_once(options, launch_argv, supervisor):
+def _launch_once(options, launch_argv, supervisor, relaunch, left_out):
     with tempfile.TemporaryDirectory(prefix="launch-") as scratch:
         try:
             mxnet_launch = _load_mxnet_launcher()
             host_ip = resolve_host_ip(options.host_ip)
-            _repair_and_supervise(mxnet_launch, supervisor, host_ip, scratch)
-            return _run(mxnet_launch, launch_argv, supervisor)
+            _repair_and_supervise(mxnet_launch, supervisor, host_ip, scratch,
+                                  options.min_nodes if relaunch else None, left_out)
+            return _run(mxnet_launch, launch_argv, supervisor), supervisor.failure
+        except UnreachableHosts as error:
+            if not relaunch:
+                print("%s: error: %s" % (PROGRAM, error), file=sys.stderr)
+                return 2, str(error)
+            print("%s: relaunch failed: %s" % (PROGRAM, error), file=sys.stderr, flush=True)
+            return 1, str(error)
         except (LaunchError, HostfileError) as error:
             print("%s: error: %s" % (PROGRAM, error), file=sys.stderr)
-            return 2
+            return 2, str(error)
         except KeyboardInterrupt as interrupt:
             signum = interrupt.args[0] if interrupt.args else signal.SIGINT
             supervisor.stop("interrupted by %s" % signal.Signals(signum).name)
-            return 128 + signum
+            return 128 + signum, supervisor.failure
         finally:
             supervisor.stop()
 

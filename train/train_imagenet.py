@@ -467,9 +467,12 @@ def train(args, scratch, process):
 
 def check_world(args, run_recipe, logger):
     """The resumed checkpoint's world size and devices per worker against this run's (a change alters the global
-    batch and the data shards): a UsageError, or logged with --allow-recipe-change."""
+    batch and the data shards): a UsageError, or with --allow-recipe-change one line with the new global batch and
+    learning rate. The recipe's learning rate, unless the command changes it, follows the global batch linearly
+    (in ``args.lr`` and ``run_recipe``)."""
     if not args.begin_epoch or args.base_recipe is None:
         return
+    changes = []
     for key in ("world_size", "devices"):
         old, new = args.base_recipe.get(key), run_recipe[key]
         if old is not None and old != new:
@@ -477,7 +480,17 @@ def check_world(args, run_recipe, logger):
                 raise UsageError("%s %d differs from the recipe of %s-%04d (%s %d); give "
                                          "--allow-recipe-change to change it"
                                          % (key, new, args.model_prefix, args.begin_epoch, key, old))
-            logger.info("recipe of %s-%04d, changed: %s: %d -> %d", args.model_prefix, args.begin_epoch, key, old, new)
+            changes.append("%s: %d -> %d" % (key, old, new))
+    if not changes:
+        return
+    old_batch, new_batch = (args.batch_size * world["world_size"] * world["devices"]
+                            for world in (dict(run_recipe, **args.base_recipe), run_recipe))
+    old_lr = args.lr
+    if args.lr == args.base_recipe["flags"].get("lr"):
+        args.lr = run_recipe["flags"]["lr"] = float("%.6g" % (old_lr * new_batch / old_batch))
+    logger.info("recipe of %s-%04d, changed: %s: global batch %d -> %d, learning rate %.5g -> %.5g%s",
+                args.model_prefix, args.begin_epoch, ", ".join(changes), old_batch, new_batch, old_lr, args.lr,
+                " (linear rule)" if args.lr != old_lr else " (as given)")
 
 
 def benchmark(args, ctx, module, batch):

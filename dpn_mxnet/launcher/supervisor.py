@@ -36,6 +36,10 @@ FINISH_TIMEOUT_S = 30.0   # how long processes may outlive the scheduler at the 
 DRAIN_S = 2.0             # how long to wait for the last output of a process that has exited
 SETTLE_S = 1.0            # failures this close together are one event, named after its likely cause
 _ROLE_ORDER = {"worker": 0, "server": 1, "scheduler": 2}
+# ssh's keepalive on every connection to a host: one that stops answering (frozen, or its link gone) ends the
+# connection, with ssh's exit status 255, after about interval x count seconds
+SSH_KEEPALIVE = "-o ServerAliveInterval=5 -o ServerAliveCountMax=3"
+SSH_LOST = 255  # ssh's exit status when the connection fails
 
 _SSH_ROLE = re.compile(r"export DMLC_ROLE=(\w+);")
 _SSH_HOST = re.compile(r"export DMLC_NODE_HOST=(\S+);")
@@ -179,6 +183,8 @@ class Supervisor:
                 _ROLE_ORDER.get(p.role, len(_ROLE_ORDER)), p.exited))
         said = process.last_error if not _killed_from_outside(process.returncode) else None
         self.recurring = RECURRING.get(process.returncode)
+        if process.returncode == SSH_LOST and str(process.popen.args).startswith("ssh "):
+            said = "ssh lost the connection (the host stopped answering)"
         return "%s failed: %s%s" % (process.name, describe_exit(process.returncode), ": " + said if said else "")
 
     # A non-zero exit stops the job and never returns, so check_call has nothing left to raise.
@@ -235,6 +241,8 @@ class Supervisor:
         return self.status
 
     def _start(self, args, shell, executable, env):
+        if shell and isinstance(args, str) and args.startswith("ssh "):
+            args = "ssh %s %s" % (SSH_KEEPALIVE, args[len("ssh "):])
         with self._lock:
             stopping = self.stopping
             if not stopping:
