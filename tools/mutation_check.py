@@ -42,14 +42,14 @@ def raw(test_file, expression=None):
 
 MUTANTS = (
     Mutant("score-ignores-meanmax", "--meanmax pools the class-score map by 0.5 x (mean + max)", "test/score.py",
-           "args.size, args.meanmax,", "args.size, False,", raw("test_score.py", "raw_outputs and mean-max")),
+           "size, args.meanmax,", "size, False,", raw("test_score.py", "raw_outputs and mean-max")),
     Mutant("score-ignores-ten-crop", "--ten-crop averages ten views", "test/score.py",
            "    if args.ten_crop:\n", "    if False:\n", raw("test_score.py", "raw_outputs and ten")),
     Mutant("score-ignores-size", "--size S scores at S", "test/score.py",
            "    args = parser.parse_args(argv)\n", "    args = parser.parse_args(argv)\n    args.size = 224\n",
            raw("test_score.py", "raw_outputs and 320")),
     Mutant("score-ignores-resize", "--resize sets the short side before ten-crop", "test/score.py",
-           "args.resize or args.size * 256 // 224", "args.size * 256 // 224", raw("test_score.py", "ten")),
+           "args.resize or size * 256 // 224", "size * 256 // 224", raw("test_score.py", "ten")),
     Mutant("ten-crop-drops-a-view", "ten-crop: centre, 4 corners and their mirrors", "dpn_mxnet/data.py",
            '        crops = ten_crop(image, (self._size, self._size)).astype("float32")\n',
            '        crops = ten_crop(image, (self._size, self._size)).astype("float32")\n        crops[9] = crops[0]\n',

@@ -30,8 +30,10 @@ def plot(summaries, out, title):
     if validated:
         acc.plot([s["epoch"] for s in validated], [100 - s["val_top1_error"] for s in validated], "o-",
                  label="val top-1")
-        acc.plot([s["epoch"] for s in validated], [100 - s["val_top5_error"] for s in validated], "o--",
-                 label="val top-5")
+        k = next(key[len("val_top"):-len("_error")] for key in validated[0]
+                 if key.startswith("val_top") and key.endswith("_error") and key != "val_top1_error")
+        acc.plot([s["epoch"] for s in validated], [100 - s["val_top%s_error" % k] for s in validated], "o--",
+                 label="val top-%s" % k)
     acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     acc.legend()
 
