@@ -80,8 +80,8 @@ def list_class_folders(folder, classes):
     items = []
     for name in class_folders(folder):
         if name not in label_of:
-            raise DataError("%s: folder %r is not a class of the class index (%d classes)"
-                            % (folder / name, name, len(classes)))
+            raise DataError("%s: folder %r is not a class of the class index (%d classes); --classes auto takes "
+                            "the classes from the folder names" % (folder / name, name, len(classes)))
         for path in sorted((folder / name).rglob("*")):
             if path.is_file() and _is_image(path):
                 items.append((str(path.relative_to(folder)), label_of[name]))
