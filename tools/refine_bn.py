@@ -50,6 +50,10 @@ def batchnorm_inputs(symbol):
 def refine(symbol, arg_params, batches, num_batches, context):
     """Average each BatchNorm's per-channel batch mean and (biased) variance of its input over ``num_batches``
     batches, with every BatchNorm in training mode as during training; returns the new aux params."""
+    import mxnet as mx
+    import numpy as np
+
+    from dpn_mxnet import data
     source_of, sources = batchnorm_inputs(symbol)
     shape = batches.provide_data[0][1]
     # oneDNN's inference fusion pass cannot bind a graph whose outputs are inner tensors; it fuses nothing here
