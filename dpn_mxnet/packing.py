@@ -141,7 +141,7 @@ def list_label_file(folder, label_file, classes):
 def inspect_image(path):
     """(reason to re-encode or None, note or None) for one image file: decoded by OpenCV as the record readers do
     (an image it cannot decode is "unreadable"), its format and mode from its header (Pillow). Greyscale and tiny
-    images are noted but kept: ImageRecordIter decodes them to 3 channels and resizes them like any other."""
+    images are reported but kept: ImageRecordIter decodes them to 3 channels and resizes them like any other."""
     import cv2
     from PIL import Image
     if cv2.imread(str(path), cv2.IMREAD_COLOR) is None:
@@ -262,10 +262,10 @@ def pack_split(name, root, items, out, num_classes, threads=4, resize=0, shuffle
 def classes_for(folders, classes=None):
     """(class ids in label order, class index text) for class folders named ``folders``: from the class index file
     ``classes``; 'auto' or, by default, where a folder is not an ImageNet-1k class, the sorted folder names;
-    by default the ImageNet-1k index where every folder is one of its classes."""
+    by default the ImageNet-1k index where every folder (if any) is one of its classes."""
     if classes is None:
         imagenet = read_class_index(IMAGENET_CLASSES)
-        classes = IMAGENET_CLASSES if folders and set(folders) <= set(imagenet) else "auto"
+        classes = IMAGENET_CLASSES if set(folders) <= set(imagenet) else "auto"
     if str(classes) == "auto":
         if not folders:
             raise DataError("no class folders to take the class list from")
