@@ -14,6 +14,7 @@ file, ...) are re-encoded as RGB JPEG first, each listed in OUT/<split>.report.t
 fails leaves nothing behind.
 """
 import os
+import shutil
 
 from dpn_mxnet import cli
 
@@ -41,11 +42,14 @@ def main(argv=None):
         parser.error("--val-fraction must be at least 0 and below 1, got %s" % args.val_fraction)
     from dpn_mxnet.checks import DataError, UsageError, check_output_folder
     from dpn_mxnet.packing import make_rec
+    made = not os.path.exists(args.out)
     try:
-        check_output_folder(os.path.dirname(os.path.abspath(args.out)), "output folder")
+        check_output_folder(args.out, "output folder", create=True)
         make_rec(args.data, args.out, args.classes, args.val_labels, args.train_labels, args.num_thread,
                  args.val_resize, args.seed, args.val_fraction)
     except (DataError, UsageError) as err:
+        if made:  # the packing removed what it wrote; the folder goes too
+            shutil.rmtree(args.out, ignore_errors=True)
         parser.exit(2, "error: %s\n" % err)
 
 
