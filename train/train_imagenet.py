@@ -375,7 +375,8 @@ def train(args, scratch, process):
             checkpoint.write_metrics(args.model_prefix, summary)
             return
         arg, aux = module.get_params()
-        checkpoint.save(args.model_prefix, epochs_done, exact, checkpoint.float32_params(arg, fit_loop.master_weights(module)),
+        checkpoint.save(args.model_prefix, epochs_done, exact,
+                        checkpoint.float32_params(arg, fit_loop.master_weights(module)),
                         checkpoint.float32_params(aux), module.save_optimizer_states,
                         recipe=dict(run_recipe, epoch=epochs_done), metrics=summary)
         logger.info("saved %s", checkpoint.params_path(args.model_prefix, epochs_done))
@@ -391,7 +392,8 @@ def train(args, scratch, process):
             "image_size": args.size, **({"classes": args.classes} if args.classes else {})})
         checkpoint.write_metrics(args.model_prefix, through=begin_epoch)  # a resumed run replaces what followed
     fit_loop.fit(module, train_batches, val_batches, begin_epoch, args.num_epochs, save, args.disp_batches,
-        lr_of=(lambda epochs: schedule(epochs * per_epoch)) if schedule else (lambda epochs: base_lr), logger=logger)
+                 lr_of=(lambda epochs: schedule(epochs * per_epoch)) if schedule else (lambda epochs: base_lr),
+                 logger=logger)
     if skipped:
         logger.warning("skipped %d undecodable records (--bad-records skip; each named above)", len(skipped))
 
