@@ -16,6 +16,9 @@ from dpn_mxnet import arrangement_policy, benchmarking, cli, packing, recipe
 from dpn_mxnet.checks import UsageError, check_devices, check_launched, check_output_folder, check_positive, describe_error
 from dpn_mxnet.launcher.supervisor import announce_rank
 
+if os.environ.get("DMLC_ROLE", "worker") != "worker":
+    import mxnet  # noqa: F401  the servers and the scheduler of a dist job run inside MXNet's import
+
 # MXNet and what needs it load on first use, once the command line is parsed (--help does not wait for them)
 mx = cli.lazy_import("mxnet")
 checkpoint, data, devices, fit_loop, training_data = (
