@@ -42,10 +42,11 @@ MUTATION_ARGS ?=
 mutation: setup
 	OMP_NUM_THREADS=1 $(PY) tools/dev/mutation_check.py $(MUTATION_ARGS)
 
-# ImageNet-style folder -> train/val .lst/.rec/.idx: make rec DATA=/data/imagenet OUT=/data/rec
+# Folder of class folders -> train/val .lst/.rec/.idx: make rec DATA=my_photos OUT=data/my_rec REC_ARGS="--val-fraction 0.2"
+# ImageNet-style: make rec DATA=/data/imagenet OUT=/data/rec
 #   REC_ARGS="--val-labels /data/imagenet/val.txt --val-resize 320 --num-thread 16"   (see tools/make_rec.py -h)
 rec: setup
-	@test -n "$(DATA)" -a -n "$(OUT)" || { echo "usage: make rec DATA=/path/to/imagenet OUT=/path/to/rec [REC_ARGS=...]"; exit 2; }
+	@test -n "$(DATA)" -a -n "$(OUT)" || { echo "usage: make rec DATA=/path/to/class/folders OUT=/path/to/rec [REC_ARGS=...]"; exit 2; }
 	$(PY) tools/make_rec.py $(DATA) $(OUT) $(REC_ARGS)
 
 # Training: NODES=1 trains on this machine; NODES>1 launches NODES workers + NODES servers over ssh (hostfile HOSTS:

@@ -6,8 +6,6 @@ half precision, the authors' graph runs. Shared by training, scoring, prediction
 import contextlib
 import os
 
-import mxnet as mx
-
 import symbols
 
 from .checks import UsageError
@@ -30,6 +28,7 @@ def add_argument(parser):
 
 def onednn_cpus(contexts):
     """Whether ``contexts`` are all CPUs and MXNet runs oneDNN on them."""
+    import mxnet as mx
     return (all(ctx.device_type == "cpu" for ctx in contexts) and mx.runtime.Features().is_enabled("MKLDNN")
             and os.environ.get("MXNET_MKLDNN_ENABLED", "1") != "0")
 

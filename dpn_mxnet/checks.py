@@ -7,9 +7,8 @@ import contextlib
 import math
 import os
 import shutil
+import sys
 import tempfile
-
-import mxnet as mx
 
 # What the launcher (tools/launch.py, through dmlc_tracker) sets for every process of a distributed job.
 LAUNCHER_ENVIRONMENT = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_WORKER", "DMLC_NUM_SERVER")
@@ -19,13 +18,19 @@ class UsageError(ValueError):
     """A flag value or output path that cannot work; the message is one line."""
 
 
+class DataError(ValueError):
+    """A data file or data option that cannot be used; the message is one line naming the file or option."""
+
+
 def cuda_available():
     """Whether this MXNet build has CUDA and sees at least one GPU."""
+    import mxnet as mx
     return mx.runtime.Features().is_enabled("CUDA") and mx.context.num_gpus() > 0
 
 
 def check_devices(contexts, dtype="float32", flag="--gpus"):
     """GPU contexts need a CUDA build with GPUs; float16 needs GPUs (MXNet's CPU operators lack it)."""
+    import mxnet as mx
     gpu_ids = [c.device_id for c in contexts if c.device_type == "gpu"]
     if gpu_ids and not cuda_available():
         built = "has no CUDA support (CPU build)" if not mx.runtime.Features().is_enabled("CUDA") else "sees no GPU"
@@ -92,7 +97,8 @@ def removed_on_failure(folder):
 
 def describe_error(error):
     """One line for any exception: MXNet's C++ errors shortened to their message (no stack trace)."""
-    if isinstance(error, mx.base.MXNetError):
+    mxnet = sys.modules.get("mxnet")  # an MXNet error needs MXNet loaded
+    if mxnet is not None and isinstance(error, mxnet.base.MXNetError):
         lines = [line for line in str(error).splitlines()
                  if line.strip() and not line.startswith(("  ", "Stack", "Traceback"))]
         return " ".join(lines[-1].split()) if lines else type(error).__name__

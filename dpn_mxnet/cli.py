@@ -1,8 +1,13 @@
 """The command-line vocabulary of every entry point: one parser class and the option groups they share, each
-option with one name, one default and one meaning. Imports no framework (the timm benchmark uses it too)."""
+option with one name, one default and one meaning. Imports no framework (the timm benchmark uses it too), so that
+an entry point's --help comes without loading MXNet."""
 import argparse
+import importlib.util
+import sys
 
 VARIANT_NAMES = "dpn68, dpn68b, dpn92, dpn98, dpn107, dpn131"
+BAD_RECORDS = ("stop", "skip")     # --bad-records: stop at an undecodable image, or skip it
+AUGMENTATIONS = ("stock", "fork")  # --aug (docs/augmentation.md)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -11,7 +16,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+        if "default" in text or any(action.default is value for value in (None, False, argparse.SUPPRESS)):
             return text
         return super()._get_help_string(action)
 
@@ -32,6 +37,19 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, "%s: error: %s (see %s --help)\n" % (self.prog, message, self.prog))
+
+
+def lazy_import(name):
+    """The module ``name``, its code run on first attribute access (``importlib.util.LazyLoader``): for entry points
+    whose functions share framework modules that parsing the command line does not need."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def add_checkpoint(parser, epoch_default=0):
@@ -59,3 +77,44 @@ def add_gpus(parser):
     """--gpus: the devices an entry point computes on."""
     parser.add_argument("--gpus", default="", metavar="IDS",
                         help="GPU ids such as 0,1,2,3 (default: none, the CPU)")
+
+
+def add_model(parser, num_classes=True, gpus=True, arrangement=True, epoch_default=0):
+    """What ``inference.load_model`` reads: the checkpoint, the network, --size and (for entry points that bind a
+    graph) --gpus and --arrangement."""
+    from dpn_mxnet import arrangement_policy
+    add_checkpoint(parser, epoch_default)
+    group = add_network(parser, num_classes)
+    group.add_argument("--size", type=int, help="input size S (default: the checkpoint's training size)")
+    if gpus:
+        add_gpus(group)
+    if arrangement:
+        arrangement_policy.add_argument(group)
+    return group
+
+
+def add_bad_records(parser, what="records"):
+    """--bad-records: what an entry point does with images it cannot decode."""
+    parser.add_argument("--bad-records", default="stop", choices=BAD_RECORDS,
+                        help="%s whose image cannot be decoded: stop with their name, or skip them%s"
+                             % (what, " (read from a copy of the .rec without them, written to a temporary folder)"
+                                if what == "records" else ""))
+
+
+def check_positive(parser, args, *names):
+    """A usage error for the first of the options ``names`` (destinations) given as 0 or less."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error("--%s must be positive, got %s" % (name.replace("_", "-"), value))
+
+
+def contexts(parser, args):
+    """The MXNet contexts of --gpus (checked: a CUDA build that sees those GPUs), or a usage error."""
+    from dpn_mxnet import checks, devices
+    try:
+        found = devices.contexts(args.gpus)
+        checks.check_devices(found)
+    except ValueError as err:
+        parser.error(str(err))
+    return found

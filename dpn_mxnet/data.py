@@ -13,7 +13,8 @@ import struct
 import mxnet as mx
 import numpy as np
 
-from .checks import describe_error
+from .checks import DataError, describe_error
+from .cli import AUGMENTATIONS, BAD_RECORDS
 
 MEAN_RGB = (124, 117, 104)
 SCALE = 0.0167
@@ -22,14 +23,9 @@ BICUBIC = 2
 MIN_AREA, MAX_AREA = 0.08, 1.0
 ASPECT = (3 / 4, 4 / 3)
 HSL = (20, 40, 50)
-AUGMENTATIONS = ("stock", "fork")
 
 _RECORD_MAGIC = 0xCED7230A
 _RECORD_HEAD = struct.Struct("<II")  # magic, (continue flag << 29) | length
-
-
-class DataError(ValueError):
-    """A data file or data option that cannot be used; the message is one line naming the file or option."""
 
 
 class UndecodableImage(DataError):
@@ -223,9 +219,6 @@ def check_rec(rec, num_classes=None):
     record head intact, every record's image bytes starting like an image and, with ``num_classes``, every label an
     integer in [0, num_classes). Returns the number of records."""
     return _scan(os.fspath(rec), num_classes, stop=True)[0]
-
-
-BAD_RECORDS = ("stop", "skip")
 
 
 def readable_rec(rec, num_classes, bad_records, scratch):

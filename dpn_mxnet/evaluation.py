@@ -1,4 +1,5 @@
-"""Inference: a Module bound for it, and top-1 / top-5 error over a data iterator, every sample counted once."""
+"""Inference: a Module bound for it, and top-1 / top-k error (k = 5, or the number of classes when fewer) over a
+data iterator, every sample counted once."""
 import time
 from dataclasses import dataclass
 
@@ -12,7 +13,8 @@ from .arrangement_policy import bind_settings
 @dataclass
 class Scores:
     top1_error: float   # percent
-    top5_error: float   # percent
+    topk_error: float   # percent: the label not among the k best classes
+    k: int
     count: int          # images scored
     seconds: float
 
@@ -34,9 +36,16 @@ def inference_module(symbol, contexts, data_shapes, label_shapes, arg_params, au
     return module
 
 
-def topk_hits(probabilities, labels, k=5):
+TOP_K = 5
+
+
+def top_k(num_classes):
+    """The k of the top-k error: 5, or the number of classes when fewer."""
+    return min(TOP_K, num_classes)
+
+
+def topk_hits(probabilities, labels, k):
     """(top-1 hits, top-k hits) of a batch of class scores against integer labels."""
-    k = min(k, probabilities.shape[1])
     best = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
     top1 = probabilities.argmax(axis=1)
     return int((top1 == labels).sum()), int((best == labels[:, None]).any(axis=1).sum())
@@ -50,7 +59,8 @@ def evaluate(module, batches, crops=1, progress=None):
     ``progress(images_done)`` is called after every batch.
     """
     batches.reset()
-    hits1 = hits5 = count = 0
+    hits1 = hitsk = count = 0
+    k = top_k(module.output_shapes[0][1][1])
     start = time.time()
     for batch in batches:
         module.forward(batch, is_train=False)
@@ -60,11 +70,11 @@ def evaluate(module, batches, crops=1, progress=None):
         if crops > 1:
             probabilities = probabilities.reshape(-1, crops, probabilities.shape[1]).mean(axis=1)
             labels = labels[::crops]
-        top1, top5 = topk_hits(probabilities, labels)
-        hits1, hits5, count = hits1 + top1, hits5 + top5, count + len(labels)
+        top1, topk = topk_hits(probabilities, labels, k)
+        hits1, hitsk, count = hits1 + top1, hitsk + topk, count + len(labels)
         if progress:
             progress(count)
     seconds = time.time() - start
     if not count:
-        return Scores(float("nan"), float("nan"), 0, seconds)
-    return Scores(100.0 * (1 - hits1 / count), 100.0 * (1 - hits5 / count), count, seconds)
+        return Scores(float("nan"), float("nan"), k, 0, seconds)
+    return Scores(100.0 * (1 - hits1 / count), 100.0 * (1 - hitsk / count), k, count, seconds)

@@ -9,7 +9,7 @@ import time
 import mxnet as mx
 import numpy as np
 
-from .evaluation import evaluate
+from .evaluation import evaluate, top_k
 from .launcher.progress import Progress
 
 SUMMARY_TAG = "epoch-summary"
@@ -72,7 +72,7 @@ def master_weights(module):
 
 
 def train_metrics(num_classes):
-    return mx.metric.create(["acc", mx.metric.TopKAccuracy(top_k=min(5, num_classes)), "ce"])
+    return mx.metric.create(["acc", mx.metric.TopKAccuracy(top_k=top_k(num_classes)), "ce"])
 
 
 def train_step(module, batch, wait=False):
@@ -108,7 +108,8 @@ def fit(module, train_batches, val_batches, begin_epoch, num_epoch, save, log_ev
             steps += 1
             progress(steps)
             images += batch.data[0].shape[0] - batch.pad
-            speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch + 1, eval_metric=metric, locals=None))
+            # epochs counted from 1 in every line, as in the summary and the checkpoint names (MXNet's from 0)
+            speedometer(mx.model.BatchEndParam(epoch=epoch + 1, nbatch=nbatch + 1, eval_metric=metric, locals=None))
         # oneDNN's BatchNorm backward updates the moving statistics, which MXNet's engine counts as read-only
         # inputs of the backward: a read right after the last step could see them before that update
         mx.nd.waitall()
@@ -122,7 +123,8 @@ def fit(module, train_batches, val_batches, begin_epoch, num_epoch, save, log_ev
             summary["learning_rate"] = float("%.6g" % lr_of(epoch + 1))
         if val_batches is not None:
             scores = evaluate(module, val_batches, progress=_validation_progress(progress))
-            summary.update(val_top1_error=round(scores.top1_error, 3), val_top5_error=round(scores.top5_error, 3),
+            summary.update(val_top1_error=round(scores.top1_error, 3),
+                           **{"val_top%d_error" % scores.k: round(scores.topk_error, 3)},
                            val_images=scores.count, val_images_per_second=round(scores.images_per_second, 2))
         logger.info("%s %s", SUMMARY_TAG, json.dumps(summary))
         with progress.writing():

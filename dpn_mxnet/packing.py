@@ -4,6 +4,7 @@ and the class index files: what tools/make_rec.py, tools/make_digits.py, predict
 Images the record readers would not read as plain 3-channel JPEG/PNG (CMYK, palette, alpha, 16-bit, PNG data in a
 .JPEG file, ...) are re-encoded as RGB JPEG first, and every such file is listed in OUT/<split>.report.txt.
 """
+import importlib.util
 import multiprocessing
 import os
 import pathlib
@@ -12,13 +13,10 @@ import re
 import subprocess
 import sys
 
-import mxnet as mx
-
-from dpn_mxnet.data import DataError, check_rec
+from dpn_mxnet.checks import DataError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 IMAGENET_CLASSES = REPO / "data_lists" / "imagenet1k_classes.txt"
-IM2REC = pathlib.Path(mx.__file__).parent / "tools" / "im2rec.py"
 IMAGE_EXTS = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".png": "PNG", ".bmp": "BMP", ".gif": "GIF",
               ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
 KEPT_FORMATS = {"JPEG", "PNG"}  # decoded to 3 channels by ImageRecordIter (colour or grey)
@@ -36,12 +34,7 @@ def read_class_table(path):
     path = pathlib.Path(path)
     if not path.is_file():
         raise DataError("%s: no such class index file" % path)
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError as error:
-        raise DataError("%s: not a text class index (byte %d is not %s)" % (path, error.start, error.encoding)) \
-            from None
-    rows = [[field.strip() for field in line.split("\t")] for line in text.splitlines() if line.strip()]
+    rows = [[field.strip() for field in line.split("\t")] for line in path.read_text().splitlines() if line.strip()]
     if not rows:
         raise DataError("%s: empty class index" % path)
     ids = [row[0] for row in rows]
@@ -54,6 +47,18 @@ def read_class_table(path):
 def read_class_index(path):
     """Class ids of a class index file, in label order."""
     return [class_id for class_id, _ in read_class_table(path)]
+
+
+def rec_classes(rec):
+    """(class table or None, number of classes, where that was read) of a .rec: the classes.txt beside it (what
+    ``make_rec`` writes), else its largest label + 1."""
+    index = pathlib.Path(rec).with_name("classes.txt")
+    if index.is_file():
+        table = read_class_table(index)
+        return table, len(table), str(index)
+    from dpn_mxnet.data import read_labels
+    labels = read_labels(os.fspath(rec))
+    return None, int(max(labels, default=-1)) + 1, "the labels of %s" % rec
 
 
 def class_folders(folder):
@@ -74,8 +79,8 @@ def list_class_folders(folder, classes):
     items = []
     for name in class_folders(folder):
         if name not in label_of:
-            raise DataError("%s: folder %r is not a class of the class index (%d classes)"
-                            % (folder / name, name, len(classes)))
+            raise DataError("%s: folder %r is not a class of the class index (%d classes); --classes auto takes "
+                            "the classes from the folder names" % (folder / name, name, len(classes)))
         for path in sorted((folder / name).rglob("*")):
             if path.is_file() and _is_image(path):
                 items.append((str(path.relative_to(folder)), label_of[name]))
@@ -135,7 +140,7 @@ def list_label_file(folder, label_file, classes):
 def inspect_image(path):
     """(reason to re-encode or None, note or None) for one image file: decoded by OpenCV as the record readers do
     (an image it cannot decode is "unreadable"), its format and mode from its header (Pillow). Greyscale and tiny
-    images are noted but kept: ImageRecordIter decodes them to 3 channels and resizes them like any other."""
+    images are reported but kept: ImageRecordIter decodes them to 3 channels and resizes them like any other."""
     import cv2
     from PIL import Image
     if cv2.imread(str(path), cv2.IMREAD_COLOR) is None:
@@ -213,7 +218,8 @@ def write_lst(path, items):
 def run_im2rec(lst, root, threads, resize=0):
     """Pack ``lst`` (images under ``root``) into the .rec/.idx beside it with mxnet/tools/im2rec.py: original
     bytes without ``resize``, else short side ``resize`` re-encoded as JPEG. Its progress goes to stdout."""
-    command = [sys.executable, str(IM2REC), str(lst), str(root), "--num-thread", str(max(1, threads))]
+    im2rec = pathlib.Path(importlib.util.find_spec("mxnet").origin).parent / "tools" / "im2rec.py"
+    command = [sys.executable, str(im2rec), str(lst), str(root), "--num-thread", str(max(1, threads))]
     command += ["--resize", str(resize), "--quality", str(JPEG_QUALITY)] if resize else ["--pass-through"]
     sys.stdout.flush()
     code = subprocess.run(command).returncode
@@ -224,6 +230,7 @@ def run_im2rec(lst, root, threads, resize=0):
 def pack_split(name, root, items, out, num_classes, threads=4, resize=0, shuffle_seed=None):
     """Write OUT/<name>.lst/.rec/.idx (+ <name>.report.txt) from [(path, label)] under ``root``; training lists are
     shuffled once (``shuffle_seed``) so that contiguous shards of distributed workers mix all classes."""
+    from dpn_mxnet.data import check_rec
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not items:
@@ -245,34 +252,82 @@ def pack_split(name, root, items, out, num_classes, threads=4, resize=0, shuffle
     converted = [row for row in report if row[2].startswith("converted")]
     for file, reason, _ in converted:
         print("%s: %s: %s" % (name, file, reason))
-    print("%s: %d images -> %s (%d converted, %d noted; see %s)" % (name, packed, rec, len(converted),
-                                                                   len(report) - len(converted), report_path.name))
+    kept = len(report) - len(converted)
+    print("%s: %d images -> %s (%d re-encoded as RGB JPEG, %d greyscale or tiny kept as they are%s)"
+          % (name, packed, rec, len(converted), kept, "; each listed in %s" % report_path.name if report else ""))
     return rec
 
 
-def make_rec(data, out, classes=IMAGENET_CLASSES, val_labels=None, train_labels=None, threads=4, val_resize=0,
-             seed=0):
-    """Pack DATA/train and DATA/val (whichever exist) into OUT/train.* and OUT/val.*; ``classes`` is a class
-    index file or 'auto' (sorted sub-folders of DATA/train). Writes OUT/classes.txt; returns {split: .rec path}."""
+def classes_for(folders, classes=None):
+    """(class ids in label order, class index text) for class folders named ``folders``: from the class index file
+    ``classes``; 'auto' or, by default, where a folder is not an ImageNet-1k class, the sorted folder names;
+    by default the ImageNet-1k index where every folder (if any) is one of its classes."""
+    if classes is None:
+        imagenet = read_class_index(IMAGENET_CLASSES)
+        classes = IMAGENET_CLASSES if set(folders) <= set(imagenet) else "auto"
+    if str(classes) == "auto":
+        if not folders:
+            raise DataError("no class folders to take the class list from")
+        return folders, "".join(c + "\n" for c in folders)
+    return read_class_index(classes), pathlib.Path(classes).read_text()
+
+
+def stratified_split(items, fraction, seed):
+    """(train items, val items): within each class, ``fraction`` of its images (rounded, at least one where the
+    class has two or more and ``fraction`` > 0) drawn at random from ``seed`` for validation."""
+    by_class = {}
+    for item in items:
+        by_class.setdefault(item[1], []).append(item)
+    rng, train, val = random.Random(seed), [], []
+    for label in sorted(by_class):
+        members = sorted(by_class[label])
+        rng.shuffle(members)
+        count = min(len(members) - 1, max(1, round(fraction * len(members)))) if fraction > 0 else 0
+        val += sorted(members[:count])
+        train += sorted(members[count:])
+    return train, val
+
+
+def make_rec(data, out, classes=None, val_labels=None, train_labels=None, threads=4, val_resize=0, seed=0,
+             val_fraction=0.0):
+    """Pack into OUT/train.* and OUT/val.* either DATA/train and DATA/val (whichever exist) or, when DATA has
+    neither, DATA itself: one folder per class, ``val_fraction`` of each class drawn for validation
+    (``stratified_split``, the draw from ``seed``). ``classes``: see ``classes_for``. Writes OUT/classes.txt;
+    returns {split: .rec path}."""
     data, out = pathlib.Path(data), pathlib.Path(out)
-    ids = class_folders(data / "train") if str(classes) == "auto" else read_class_index(classes)
-    if not ids:
-        raise DataError("%s: no class folders to derive the class index from" % (data / "train"))
+    if not data.is_dir():
+        raise DataError("%s: no such folder" % data)
+    plain = not (data / "train").is_dir() and not (data / "val").is_dir()
+    if not 0 <= val_fraction < 1:
+        raise DataError("--val-fraction must be in [0, 1), got %s" % val_fraction)
+    if val_fraction and (data / "val").is_dir():
+        raise DataError("%s has a val/ folder: --val-fraction draws validation images from class folders only "
+                        "when there is none" % data)
+    train_folder = data if plain else data / "train"
+    ids, index_text = classes_for(class_folders(train_folder) if train_folder.is_dir() else [], classes)
     out.mkdir(parents=True, exist_ok=True)
-    recs = {}
-    for split, labels, resize, shuffle in (("train", train_labels, 0, seed), ("val", val_labels, val_resize, None)):
-        folder = data / split
-        if not folder.is_dir():
+    (out / "classes.txt").write_text(index_text)
+    return _pack(data, out, ids, plain, val_labels, train_labels, threads, val_resize, seed, val_fraction)
+
+
+def _pack(data, out, ids, plain, val_labels, train_labels, threads, val_resize, seed, val_fraction):
+    lists = {}
+    for split, labels in (("train", train_labels), ("val", val_labels)):
+        folder = data if plain and split == "train" else data / split
+        if plain and split == "val" or not folder.is_dir():
             continue
         if labels:
-            items = list_label_file(folder, labels, ids)
+            lists[split] = (folder, list_label_file(folder, labels, ids))
         elif class_folders(folder):
-            items = list_class_folders(folder, ids)
+            lists[split] = (folder, list_class_folders(folder, ids))
         else:
             raise DataError("%s has no class folders: give its label file (--%s-labels)" % (folder, split))
-        recs[split] = pack_split(split, folder, items, out, len(ids), threads, resize, shuffle)
-    if not recs:
+    if val_fraction and "train" in lists:
+        folder, items = lists["train"]
+        train, val = stratified_split(items, val_fraction, seed)
+        lists = {"train": (folder, train), "val": (folder, val)}
+    if not lists:
         raise DataError("%s: neither train/ nor val/ found" % data)
-    (out / "classes.txt").write_text("".join(c + "\n" for c in ids) if str(classes) == "auto"
-                                     else pathlib.Path(classes).read_text())
-    return recs
+    return {split: pack_split(split, folder, items, out, len(ids), threads, val_resize if split == "val" else 0,
+                              seed if split == "train" else None)
+            for split, (folder, items) in lists.items()}

@@ -5,82 +5,74 @@
 The authors' protocol: short side resized to S, centre crop S x S, bicubic, (pixel - mean) x 0.0167; the
 fully-convolutional test graph (symbols.score_symbol) with mean-max pooling of the class-score map. On oneDNN
 CPUs the graph's CPU arrangement computes it (the same outputs to float precision); --arrangement authors runs
-the authors' graph as released.
+the authors' graph as released. The top-k error counts an image as a hit when its label is among the k best
+classes, k = 5 or the number of classes when fewer.
 """
 import json
 import sys
 import tempfile
 
-from tqdm import tqdm
-
-import symbols
-from dpn_mxnet import arrangement_policy, checkpoint, cli, data, devices
-from dpn_mxnet.checks import check_devices
-from dpn_mxnet.evaluation import evaluate, inference_module
+from dpn_mxnet import cli
 
 
 def parse_args(argv=None):
     parser = cli.ArgumentParser(__doc__)
-    cli.add_checkpoint(parser)
-    cli.add_network(parser)
+    cli.add_model(parser)
     parser.add_argument("--data-val", required=True, help="validation .rec (its .idx beside it)")
-    parser.add_argument("--size", type=int, default=224, help="test size S (224, 320, ...)")
     parser.add_argument("--meanmax", action="store_true", help="mean-max pooling of the class-score map")
     parser.add_argument("--ten-crop", action="store_true",
                         help="average 10 crops (corners, centre, mirrored) taken from the image resized to --resize")
     parser.add_argument("--resize", type=int, help="short side before 10-crop (default: S x 256 / 224)")
-    cli.add_gpus(parser)
-    arrangement_policy.add_argument(parser)
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch")
     parser.add_argument("--data-nthreads", type=int, default=4, help="decode threads")
-    parser.add_argument("--bad-records", default="stop", choices=data.BAD_RECORDS,
-                        help="records whose image cannot be decoded: stop with their name, or skip them (scoring "
-                             "then reads a copy of the .rec without them, written to a temporary folder)")
+    cli.add_bad_records(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table row")
     args = parser.parse_args(argv)
-    if args.batch_size <= 0 or args.size <= 0:
-        parser.error("--batch-size and --size must be positive")
-    if args.num_classes is not None and args.num_classes <= 0:
-        parser.error("--num-classes must be positive, got %d" % args.num_classes)
-    try:
-        args.contexts = devices.contexts(args.gpus)
-        check_devices(args.contexts)
-    except ValueError as err:
-        parser.error(str(err))
+    cli.check_positive(parser, args, "batch_size", "size", "resize", "num_classes")
+    args.contexts = cli.contexts(parser, args)
     return args
 
 
 def build(args, scratch):
-    """(module bound for inference, spec, validation batches, crops per image, .rec read, skipped records, name
-    of the arrangement)."""
-    ckpt = checkpoint.load(args.model_prefix, args.load_epoch)
-    spec = checkpoint.model_spec(ckpt, args.network, args.num_classes)
-    ctx = args.contexts
-    name = arrangement_policy.choose(args.arrangement, ctx)
-    arrangement = symbols.ARRANGEMENTS[name].for_inference()
-    symbol = symbols.score_symbol(spec.network, spec.num_classes, spec.classifier, args.size, args.meanmax,
-                                  spec.train_size, arrangement=arrangement)
-    rec, skipped = data.readable_rec(args.data_val, spec.num_classes, args.bad_records, scratch)
+    """(module bound for inference, the model, validation batches, crops per image, .rec read, skipped records,
+    name of the arrangement)."""
+    import symbols
+    from dpn_mxnet import data
+    from dpn_mxnet.inference import load_model
+    model = load_model(args.model_prefix, args.load_epoch, args.network, args.num_classes, args.size)
+    size = model.size
+    rec, skipped = data.readable_rec(args.data_val, model.spec.num_classes, args.bad_records, scratch)
     for report in skipped:
         print("skipping %s" % report, file=sys.stderr)
     if args.ten_crop:
         crops = 10
-        batches = data.ten_crop_iter(rec, args.batch_size, args.size, args.resize or args.size * 256 // 224)
+        batches = data.ten_crop_iter(rec, args.batch_size, size, args.resize or size * 256 // 224)
     else:
         crops = 1
-        batches = data.val_iter(rec, args.batch_size, args.size, threads=args.data_nthreads)
-    module = inference_module(symbol, ctx, batches.provide_data, batches.provide_label, ckpt.arg_params,
-                              ckpt.aux_params, arrangement)
-    return module, spec, batches, crops, rec, skipped, name
+        batches = data.val_iter(rec, args.batch_size, size, threads=args.data_nthreads)
+
+    def graph(spec, size, arrangement):
+        return symbols.score_symbol(spec.network, spec.num_classes, spec.classifier, size, args.meanmax,
+                                    spec.train_size, arrangement=arrangement)
+    module, name = model.bind(graph, args.contexts, batches.provide_data, batches.provide_label, args.arrangement)
+    return module, model, batches, crops, rec, skipped, name
 
 
 def main(argv=None):
     args = parse_args(argv)
+    from tqdm import tqdm
+
+    import symbols
+    from dpn_mxnet import data
+    from dpn_mxnet.evaluation import evaluate
     with tempfile.TemporaryDirectory(prefix="score-") as scratch:
         try:
-            module, spec, batches, crops, rec, skipped, arrangement = build(args, scratch)
+            module, model, batches, crops, rec, skipped, arrangement = build(args, scratch)
         except ValueError as err:  # CheckpointError, DataError, UsageError, a size the graph cannot take
             sys.exit("error: %s" % err)
+        print("scoring %s at %dx%d%s" % (args.data_val, model.size, model.size,
+                                         " (the checkpoint's training size)" if args.size is None else ""),
+              file=sys.stderr)
         with tqdm(total=data.num_records(rec), unit="img", file=sys.stderr, disable=None) as bar:
             try:
                 scores = evaluate(module, batches, crops, progress=lambda done: bar.update(done - bar.n))
@@ -89,18 +81,19 @@ def main(argv=None):
     if skipped:
         print("skipped %d undecodable records of %s (--bad-records skip; each named above)"
               % (len(skipped), args.data_val), file=sys.stderr)
-    row = {"model": spec.network if spec.network in symbols.VARIANTS else "custom", "size": args.size,
+    spec = model.spec
+    row = {"model": spec.network if spec.network in symbols.VARIANTS else "custom", "size": model.size,
            "meanmax": args.meanmax, "ten_crop": args.ten_crop, "arrangement": arrangement,
-           "top1_error": round(scores.top1_error, 3), "top5_error": round(scores.top5_error, 3), "images": scores.count,
-           "images_per_second": round(scores.images_per_second, 2)}
+           "top1_error": round(scores.top1_error, 3), "top%d_error" % scores.k: round(scores.topk_error, 3),
+           "k": scores.k, "images": scores.count, "images_per_second": round(scores.images_per_second, 2)}
     if args.json:
         print(json.dumps(row))
         return
-    print("| model | size | mean-max | arrangement | top-1 err (%) | top-5 err (%) | images | img/s |")
+    print("| model | size | mean-max | arrangement | top-1 err (%%) | top-%d err (%%) | images | img/s |" % scores.k)
     print("|---|---:|---|---|---:|---:|---:|---:|")
     print("| %s | %d | %s | %s | %.2f | %.2f | %d | %.1f |" % (
-        row["model"], args.size, "yes" if args.meanmax else "no", arrangement, scores.top1_error,
-        scores.top5_error, scores.count, scores.images_per_second))
+        row["model"], model.size, "yes" if args.meanmax else "no", arrangement, scores.top1_error,
+        scores.topk_error, scores.count, scores.images_per_second))
 
 
 if __name__ == "__main__":

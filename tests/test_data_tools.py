@@ -116,8 +116,9 @@ def test_make_rec_cli_reports_bad_input_in_one_line(tmp_path):
     image = photo("rocket.jpg")
     (tmp_path / "data" / "train" / "not_a_wnid").mkdir(parents=True)
     image.save(tmp_path / "data" / "train" / "not_a_wnid" / "a.JPEG")
-    message = error_of(tmp_path / "data", tmp_path / "out")
-    assert "not_a_wnid" in message and "not a class" in message
+    message = error_of(tmp_path / "data", tmp_path / "out", "--classes", CLASS_INDEX)
+    assert "not_a_wnid" in message and "not a class" in message and "--classes auto" in message
+    assert not (tmp_path / "out").exists()  # nothing left behind
 
 
 @pytest.mark.parametrize("case, expected", [

@@ -241,7 +241,7 @@ def test_resume_continues_from_the_saved_weights_and_momentum(tmp_path, digits_r
 
 @pytest.mark.parametrize("options, message", [
     (["--data-train", "missing.rec"], "missing.rec: no such record file"),
-    (["--num-classes", 5], "has label 5, expected an integer in [0, 5)"),
+    (["--num-classes", 5], "--num-classes 5 contradicts %s (10 classes)"),
     (["--network", "dpn93"], "unknown model 'dpn93'"),
     (["--resume", "3"], "-0003.params not found; no checkpoints exist under prefix"),
 ])
@@ -255,6 +255,7 @@ def test_bad_input_gives_one_line_errors(tmp_path, digits_rec, options, message)
     done = run_train(command, timeout=120)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
+    message = message.replace("%s", str(digits_rec.out / "classes.txt"))
     assert message in last, done.stderr
     assert "Traceback" not in done.stderr
 

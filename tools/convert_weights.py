@@ -13,8 +13,11 @@ import os
 import sys
 
 import symbols
-from dpn_mxnet import checkpoint, cli, timm_weights
+from dpn_mxnet import cli
 from dpn_mxnet.checks import UsageError, check_output_folder, check_positive
+
+# MXNet and what needs it load on first use, once the command line is parsed (--help does not wait for them)
+checkpoint, timm_weights = (cli.lazy_import("dpn_mxnet." + name) for name in ("checkpoint", "timm_weights"))
 
 CLASSIFIERS = ("fc6", "fc6-1k")
 

@@ -16,8 +16,11 @@ import subprocess
 import sys
 import time
 
-from dpn_mxnet import checkpoint, cli, data
+from dpn_mxnet import cli
 from dpn_mxnet.launcher.hostfile import read_hostfile
+
+# MXNet and what needs it load on first use, once the command line is parsed (--help does not wait for them)
+checkpoint, data = (cli.lazy_import("dpn_mxnet." + name) for name in ("checkpoint", "data"))
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # A small DPN for 32x32 images: two stages (1 and 2 dual-path blocks), so that the features are still 4x4 and

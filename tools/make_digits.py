@@ -15,7 +15,7 @@ import pathlib
 import numpy as np
 
 from dpn_mxnet import cli
-from dpn_mxnet.data import DataError, check_rec
+from dpn_mxnet.checks import DataError
 from dpn_mxnet.packing import make_rec
 
 VAL_EVERY = 5
@@ -54,6 +54,7 @@ def make_digits(out, limit=None, size=32, threads=2):
     stamp, options = out / "digits.json", {"limit": limit, "size": size}
     recs = {split: out / (split + ".rec") for split in ("train", "val")}
     if stamp.is_file() and json.loads(stamp.read_text()) == options:
+        from dpn_mxnet.data import check_rec
         try:
             for rec in recs.values():
                 check_rec(rec, 10)

@@ -8,12 +8,10 @@ summary per line; a resumed run replaces the epochs after its checkpoint).
 import os
 import sys
 
-import matplotlib
+from dpn_mxnet import cli
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
-
-from dpn_mxnet import checkpoint, cli  # noqa: E402
+# what plotting needs loads on first use, once the command line is parsed (--help does not wait for it)
+checkpoint = cli.lazy_import("dpn_mxnet.checkpoint")
 
 
 def rate_steps(summaries):
@@ -24,14 +22,19 @@ def rate_steps(summaries):
 def plot(summaries, out, title):
     """Write the figure of ``summaries`` (epoch order) to ``out``; returns it."""
     epochs = [s["epoch"] for s in summaries]
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
     fig, (acc, loss, speed) = plt.subplots(1, 3, figsize=(15, 4))
     acc.plot(epochs, [100 * s["train_top1"] for s in summaries], "o-", label="train top-1")
     validated = [s for s in summaries if "val_top1_error" in s]
     if validated:
         acc.plot([s["epoch"] for s in validated], [100 - s["val_top1_error"] for s in validated], "o-",
                  label="val top-1")
-        acc.plot([s["epoch"] for s in validated], [100 - s["val_top5_error"] for s in validated], "o--",
-                 label="val top-5")
+        k = next(key[len("val_top"):-len("_error")] for key in validated[0]
+                 if key.startswith("val_top") and key.endswith("_error") and key != "val_top1_error")
+        acc.plot([s["epoch"] for s in validated], [100 - s["val_top%s_error" % k] for s in validated], "o--",
+                 label="val top-%s" % k)
     acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     acc.legend()
 

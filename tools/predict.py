@@ -1,71 +1,53 @@
 """Classify image files with a DPN checkpoint (ours or the authors' released files): the top classes of each.
 
     python tools/predict.py --model-prefix models/dpn92 --load-epoch 0 cat.jpg dog.png
+    python tools/predict.py --model-prefix models/dpn92 --load-epoch 0 --size 320 --meanmax cat.jpg
 
 The validation protocol (short side resized to S, bicubic, centre S x S crop, (pixel - mean) x 0.0167), then
-the forward pass at S. On oneDNN CPUs the graph's CPU arrangement computes it (symbols/arrangement.py: the
-checkpoint's parameters, the same outputs to float precision); --arrangement authors runs the authors' graph as
-released. ImageNet-1k checkpoints print class names from data_lists/imagenet1k_classes.txt.
+the forward pass at S; --meanmax runs the authors' fully-convolutional test graph with mean-max pooling of the
+class-score map (test/score.py --meanmax, one image at a time). On oneDNN CPUs the graph's CPU arrangement
+computes it (symbols/arrangement.py: the checkpoint's parameters, the same outputs to float precision);
+--arrangement authors runs the authors' graph as released. Class names are those the checkpoint carries (the
+classes.txt of its training .rec), ImageNet-1k's for the authors' 1000-class models, or --classes.
 """
 import json
 import sys
 
-import mxnet as mx
-import numpy as np
-
-import symbols
-from dpn_mxnet import arrangement_policy, checkpoint, cli, data, devices
-from dpn_mxnet.checks import check_devices
-from dpn_mxnet.evaluation import inference_module
-from dpn_mxnet.packing import IMAGENET_CLASSES, read_class_table
+from dpn_mxnet import cli
 
 
 def parse_args(argv=None):
     parser = cli.ArgumentParser(__doc__)
     parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, BMP, ...)")
-    cli.add_checkpoint(parser)
-    cli.add_network(parser, num_classes=False)
-    parser.add_argument("--size", type=int, help="input size S (default: the checkpoint's training size)")
+    cli.add_model(parser, num_classes=False)
+    parser.add_argument("--meanmax", action="store_true", help="mean-max pooling of the class-score map")
     parser.add_argument("--resize", type=int, help="short side before the centre crop (default: S)")
     parser.add_argument("--top", type=int, default=5, help="classes printed per image")
-    parser.add_argument("--classes", help="class index file, line i = class i: '<id>[<TAB><name>]' (default: "
-                                          "%s for 1000 classes, class numbers otherwise)" % IMAGENET_CLASSES.name)
-    cli.add_gpus(parser)
-    arrangement_policy.add_argument(parser)
+    parser.add_argument("--classes", help="class index file, line i = class i: '<id>[<TAB><name>]' (default: the "
+                                          "checkpoint's classes, ImageNet-1k's for 1000 classes, else numbers)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
-    parser.add_argument("--bad-records", default="stop", choices=data.BAD_RECORDS,
-                        help="image files that cannot be decoded: stop with their name, or skip them")
+    cli.add_bad_records(parser, "image files")
     args = parser.parse_args(argv)
-    for flag in ("size", "resize", "top", "batch_size"):
-        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
-            parser.error("--%s must be positive, got %d" % (flag.replace("_", "-"), getattr(args, flag)))
-    try:
-        args.contexts = devices.contexts(args.gpus)
-        check_devices(args.contexts)
-    except ValueError as err:
-        parser.error(str(err))
+    cli.check_positive(parser, args, "size", "resize", "top", "batch_size")
+    args.contexts = cli.contexts(parser, args)
     return args
 
 
-def class_table(path, num_classes):
-    """(id, name) per class: from ``path``, the ImageNet-1k index for 1000 classes, or the class numbers."""
-    if path is None and num_classes != 1000:
-        return [(str(i), str(i)) for i in range(num_classes)]
-    path = path or IMAGENET_CLASSES
-    table = read_class_table(path)
-    if len(table) != num_classes:
-        raise data.DataError("%s lists %d classes but the checkpoint has %d" % (path, len(table), num_classes))
-    return table
+def predictor(args, model, batch):
+    """A function mapping a (batch, 3, S, S) array to class probabilities (batch, K) as a NumPy array."""
+    import mxnet as mx
 
+    import symbols
 
-def predictor(args, ckpt, spec, ctx, batch, size):
-    """A function mapping a (batch, 3, size, size) array to class probabilities (batch, K) as a NumPy array."""
-    arrangement = symbols.ARRANGEMENTS[arrangement_policy.choose(args.arrangement, ctx)].for_inference()
-    symbol = mx.sym.softmax(symbols.logits(spec.network, spec.num_classes, spec.classifier, size,
-                                           arrangement=arrangement))
-    module = inference_module(symbol, ctx, [("data", (batch, 3, size, size))], None, ckpt.arg_params,
-                              ckpt.aux_params, arrangement)
+    def graph(spec, size, arrangement):
+        if args.meanmax:
+            return mx.sym.softmax(symbols.score_logits(spec.network, spec.num_classes, spec.classifier, size, True,
+                                                       spec.train_size, arrangement=arrangement))
+        return mx.sym.softmax(symbols.logits(spec.network, spec.num_classes, spec.classifier, size,
+                                             arrangement=arrangement))
+    module, _ = model.bind(graph, args.contexts, [("data", (batch, 3, model.size, model.size))], None,
+                           args.arrangement)
 
     def probabilities(batch):
         module.forward(mx.io.DataBatch([batch]), is_train=False)
@@ -76,12 +58,13 @@ def predictor(args, ckpt, spec, ctx, batch, size):
 def predict(args):
     """([(image path, [(probability, class id, class name), ...] best first)] for every image, [report of each
     image skipped as undecodable])."""
-    ckpt = checkpoint.load(args.model_prefix, args.load_epoch)
-    spec = checkpoint.model_spec(ckpt, args.network)
-    size = args.size or spec.train_size
-    table = class_table(args.classes, spec.num_classes)
-    ctx = args.contexts
-    step = args.batch_size * len(ctx)
+    import mxnet as mx
+    import numpy as np
+
+    from dpn_mxnet import data
+    from dpn_mxnet.inference import load_model
+    model = load_model(args.model_prefix, args.load_epoch, args.network, size=args.size, classes=args.classes)
+    step = args.batch_size * len(args.contexts)
     skipped = []
 
     def skip(error):
@@ -97,8 +80,8 @@ def predict(args):
             paths.append(path)
         except data.UndecodableImage as error:
             skip(error)
-    forward = predictor(args, ckpt, spec, ctx, step, size)
-    results = []
+    forward = predictor(args, model, step)
+    size, results = model.size, []
     for start in range(0, len(paths), step):
         loaded = []
         for path in paths[start:start + step]:
@@ -112,22 +95,27 @@ def predict(args):
         padding = [images[0]] * (step - len(images))  # the module is bound for full batches
         for path, row in zip(names, forward(mx.nd.concat(*images, *padding, dim=0))):
             best = np.argsort(-row)[:args.top]
-            results.append((path, [(float(row[k]), *table[k]) for k in best]))
+            results.append((path, [(float(row[k]), *model.classes[k]) for k in best]))
     return results, skipped
+
+
+def shown(class_id, name):
+    """A class as printed: its name, and its id after it where they differ (``goldfish (n01443537)``)."""
+    return name if name == class_id else "%s (%s)" % (name, class_id)
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
         results, skipped = predict(args)
-    except (checkpoint.CheckpointError, data.DataError, ValueError) as err:
+    except ValueError as err:  # CheckpointError, DataError, UsageError
         sys.exit("error: %s" % err)
     for path, top in results:
         if args.json:
             print(json.dumps({"image": path, "top": [{"probability": round(p, 6), "class": class_id, "name": name}
                                                      for p, class_id, name in top]}))
         else:
-            print("%s: %s" % (path, "; ".join("%.3f %s (%s)" % entry for entry in top)))
+            print("%s: %s" % (path, "; ".join("%.3f %s" % (p, shown(class_id, name)) for p, class_id, name in top)))
     if skipped:
         print("skipped %d undecodable image files (--bad-records skip; each named above)" % len(skipped),
               file=sys.stderr)

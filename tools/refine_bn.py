@@ -13,36 +13,21 @@ import os
 import sys
 import tempfile
 
-import mxnet as mx
-import numpy as np
-
-import symbols
-from dpn_mxnet import checkpoint, cli, data, devices
-from dpn_mxnet.checks import check_devices, check_output_folder
+from dpn_mxnet import cli
 
 
 def parse_args(argv=None):
     parser = cli.ArgumentParser(__doc__)
-    cli.add_checkpoint(parser, epoch_default=None)
-    cli.add_network(parser, num_classes=False)
-    cli.add_gpus(parser)
+    cli.add_model(parser, num_classes=False, arrangement=False, epoch_default=None)
     parser.add_argument("--data-train", required=True, help="training .rec whose images estimate the statistics")
     parser.add_argument("--batches", type=int, default=200, help="batches to average over")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch")
-    parser.add_argument("--size", type=int, help="image size (default: the training size)")
     parser.add_argument("--data-nthreads", type=int, default=4, help="decode threads")
     parser.add_argument("--out-prefix", help="where to save (default: <prefix>-bnrefined)")
-    parser.add_argument("--bad-records", default="stop", choices=data.BAD_RECORDS,
-                        help="records whose image cannot be decoded: stop with their name, or skip them (read "
-                             "from a copy of the .rec without them, written to a temporary folder)")
+    cli.add_bad_records(parser)
     args = parser.parse_args(argv)
-    if args.batches <= 0 or args.batch_size <= 0:
-        parser.error("--batches and --batch-size must be positive")
-    try:
-        args.contexts = devices.contexts(args.gpus)
-        check_devices(args.contexts)
-    except ValueError as err:
-        parser.error(str(err))
+    cli.check_positive(parser, args, "batches", "batch_size", "size")
+    args.contexts = cli.contexts(parser, args)
     if len(args.contexts) != 1:
         parser.error("--gpus: BatchNorm statistics are averaged over whole batches on one device, got %r" % args.gpus)
     return args
@@ -65,6 +50,10 @@ def batchnorm_inputs(symbol):
 def refine(symbol, arg_params, batches, num_batches, context):
     """Average each BatchNorm's per-channel batch mean and (biased) variance of its input over ``num_batches``
     batches, with every BatchNorm in training mode as during training; returns the new aux params."""
+    import mxnet as mx
+    import numpy as np
+
+    from dpn_mxnet import data
     source_of, sources = batchnorm_inputs(symbol)
     shape = batches.provide_data[0][1]
     # oneDNN's inference fusion pass cannot bind a graph whose outputs are inner tensors; it fuses nothing here
@@ -94,13 +83,16 @@ def refine(symbol, arg_params, batches, num_batches, context):
 
 def main(argv=None):
     args = parse_args(argv)
+    import symbols
+    from dpn_mxnet import checkpoint, data
+    from dpn_mxnet.checks import check_output_folder
+    from dpn_mxnet.inference import load_model
     out_prefix = args.out_prefix or args.model_prefix + "-bnrefined"
     try:
         check_output_folder(os.path.dirname(os.path.abspath(out_prefix)), "--out-prefix")
         with tempfile.TemporaryDirectory(prefix="refine-") as scratch:
-            ckpt = checkpoint.load(args.model_prefix, args.load_epoch)
-            spec = checkpoint.model_spec(ckpt, args.network)
-            size = args.size or spec.train_size
+            model = load_model(args.model_prefix, args.load_epoch, args.network, size=args.size)
+            ckpt, spec, size = model.checkpoint, model.spec, model.size
             rec, skipped = data.readable_rec(args.data_train, spec.num_classes, args.bad_records, scratch)
             for report in skipped:
                 print("skipping %s" % report, file=sys.stderr)
@@ -110,7 +102,7 @@ def main(argv=None):
         checkpoint.save(out_prefix, args.load_epoch, symbol, ckpt.arg_params, aux_params)
         if ckpt.info:
             checkpoint.save_model_info(out_prefix, ckpt.info)
-    except (checkpoint.CheckpointError, data.DataError, ValueError) as err:
+    except ValueError as err:  # CheckpointError, DataError, UsageError
         sys.exit("error: %s" % err)
     if skipped:
         print("skipped %d undecodable records of %s (--bad-records skip; each named above)"

@@ -7,7 +7,10 @@ import json
 import numpy as np
 
 import symbols
-from dpn_mxnet import checkpoint, cli
+from dpn_mxnet import cli
+
+# MXNet and what needs it load on first use, once the command line is parsed (--help does not wait for them)
+checkpoint = cli.lazy_import("dpn_mxnet.checkpoint")
 
 MIB = 2.0 ** 20
 

@@ -11,14 +11,20 @@ import sys
 import tempfile
 import traceback
 
-import mxnet as mx
-
 import symbols
-from dpn_mxnet import arrangement_policy, benchmarking, checkpoint, cli, data, devices, recipe, run_lock, training_data
-from dpn_mxnet.checks import UsageError, check_devices, check_launched, check_output_folder, check_positive, describe_error
-from dpn_mxnet.fit import fit, learning_rate_schedule, master_weights, train_step
+from dpn_mxnet import arrangement_policy, benchmarking, cli, packing, recipe, run_lock
+from dpn_mxnet.checks import (DataError, UsageError, check_devices, check_launched, check_output_folder,
+                              check_positive, describe_error)
 from dpn_mxnet.launcher.progress import Progress
 from dpn_mxnet.launcher.supervisor import INPUT_ERROR_STATUS, announce_rank
+
+if os.environ.get("DMLC_ROLE", "worker") != "worker":
+    import mxnet  # noqa: F401  the servers and the scheduler of a dist job run inside MXNet's import
+
+# MXNet and what needs it load on first use, once the command line is parsed (--help does not wait for them)
+mx = cli.lazy_import("mxnet")
+checkpoint, data, devices, fit_loop, training_data = (
+    cli.lazy_import("dpn_mxnet." + name) for name in ("checkpoint", "data", "devices", "fit", "training_data"))
 
 # The paper's rate: 0.316 (sqrt 0.1) for a global batch of 1280, scaled linearly to the actual global batch.
 REFERENCE_LR, REFERENCE_BATCH = 0.316, 1280
@@ -29,7 +35,9 @@ def build_parser():
     model = parser.add_argument_group("model")
     model.add_argument("--network", default="dpn92",
                        help="one of %s, or a JSON DPN configuration" % ", ".join(symbols.VARIANTS))
-    model.add_argument("--num-classes", type=int, default=1000, help="1000 ImageNet-1k, 4786 ImageNet-5k, 365 Places")
+    model.add_argument("--num-classes", type=int,
+                       help="default: the class list beside --data-train (its classes.txt), else its largest "
+                            "label + 1; 1000 with --benchmark")
     model.add_argument("--classifier", help="classifier layer name (default: the authors' name for this model)")
     model.add_argument("--size", type=int, default=224, help="training crop size")
     model.add_argument("--dtype", default="float32", choices=["float32", "float16"],
@@ -40,12 +48,10 @@ def build_parser():
     io.add_argument("--data-train", help="training .rec (its .idx beside it)")
     io.add_argument("--data-val", help="validation .rec (its .idx beside it); empty = no validation")
     io.add_argument("--data-nthreads", type=int, default=4, help="decode threads per iterator")
-    io.add_argument("--bad-records", default="stop", choices=data.BAD_RECORDS,
-                    help="records whose image cannot be decoded: stop with their name, or skip them (training "
-                         "then reads a copy of the .rec without them, written to a temporary folder)")
-    io.add_argument("--aug", default="stock", choices=data.AUGMENTATIONS,
+    cli.add_bad_records(io)
+    io.add_argument("--aug", default="stock", choices=cli.AUGMENTATIONS,
                     help="stock: MXNet's ImageRecordIter augmenters; fork: the crop geometry of the authors' fork "
-                         "(see data_lists/README.md)")
+                         "(see docs/augmentation.md)")
     io.add_argument("--min-area", type=float, default=0.08, help="smallest random crop, fraction of the area")
     io.add_argument("--max-area", type=float, default=1.0, help="largest random crop, fraction of the area")
     io.add_argument("--aspect", type=float, nargs=2, default=(0.75, 4 / 3), metavar=("MIN", "MAX"),
@@ -75,7 +81,7 @@ def build_parser():
     out.add_argument("--save-period", type=int, default=1, help="save every N epochs (and after the last)")
     out.add_argument("--resume", help="'auto' (last complete epoch under --model-prefix) or an epoch number: "
                                       "weights, BN statistics, optimizer state and the recipe of that epoch, and "
-                                      "the data of the next one")
+                                      "the data of the next one (default: none, a fresh start)")
     out.add_argument("--allow-recipe-change", action="store_true",
                      help="let flags of a resuming command change the checkpoint's recipe (each change is logged)")
     out.add_argument("--allow-momentum-reset", action="store_true",
@@ -110,6 +116,7 @@ def parse_args(argv=None):
         parser.error("--lr-steps: expected comma-separated epochs, got %r" % args.lr_steps)
     args.name = args.network if args.network in symbols.VARIANTS else "dpn-custom"
     args.model_prefix = args.model_prefix or os.path.join("checkpoints", args.name)
+    args.resume_notes = []  # what --resume auto passed over, logged once the log is open
     try:
         args.begin_epoch = 0 if args.benchmark else resume_epoch(args)
         apply_recipe(args, given)
@@ -120,12 +127,15 @@ def parse_args(argv=None):
                        "train on)\n" % (parser.prog, args.model_prefix, args.begin_epoch, args.num_epochs))
 
     try:
+        args.classes = take_classes(args)
+    except (UsageError, DataError) as err:
+        parser.error(str(err))
+    try:
         args.config = symbols.resolve(args.network)
         symbols.check_num_classes(args.num_classes)
         symbols.check_image_size(args.config, args.size)
     except ValueError as err:
         parser.error("--network/--num-classes/--size: %s" % err)
-    args.name = args.network if args.network in symbols.VARIANTS else "dpn-custom"
     if args.batch_size is None:
         args.batch_size = symbols.DEFAULT_BATCH.get(args.network, 32)
     args.kv_store = args.kv_store or ("device" if args.gpus else "local")
@@ -204,12 +214,25 @@ def apply_recipe(args, given):
     args.recipe_notes += ["recipe of %s, changed: %s" % (source, change) for change in changes]
 
 
+def take_classes(args):
+    """Set --num-classes, when not given, from the training .rec's class list or labels (``packing.rec_classes``);
+    a given one that contradicts them is a UsageError naming both numbers. Returns the class table (or None)."""
+    if args.benchmark or not args.data_train:
+        args.num_classes = args.num_classes or 1000
+        return None
+    table, count, source = packing.rec_classes(args.data_train)
+    if args.num_classes is None:
+        args.num_classes = count
+    elif args.num_classes != count and (table is not None or args.num_classes < count):
+        raise UsageError("--num-classes %d contradicts %s (%d classes)" % (args.num_classes, source, count))
+    return table
+
+
 def resume_epoch(args):
     """The epoch to start from: 0, a given epoch, or the newest one under the prefix whose set is whole (--resume
     auto; each newer one it passes over goes to ``args.resume_notes``). Refuses a prefix that another run holds, a
     new run on a prefix that holds epochs (unless --overwrite) and an epoch without its optimizer state (unless
     --allow-momentum-reset)."""
-    args.resume_notes = []
     prefix = args.model_prefix
     run_lock.check_free(prefix)
     saved = checkpoint.available_epochs(prefix)
@@ -349,7 +372,7 @@ def end_on_error(error, name=None):
     elif isinstance(error, KeyboardInterrupt):
         status, cause = 130, "interrupted"
     else:
-        recurring = (data.DataError, UsageError, recipe.RecipeError, run_lock.PrefixInUse)
+        recurring = (DataError, UsageError, recipe.RecipeError, run_lock.PrefixInUse)
         if not isinstance(error, (checkpoint.CheckpointError, OSError, mx.base.MXNetError) + recurring):
             traceback.print_exception(error)
         status, cause = INPUT_ERROR_STATUS if isinstance(error, recurring) else 1, describe_error(error)
@@ -407,7 +430,7 @@ def train(args, scratch, process):
     run_recipe = recipe.make(dict(flags, lr=args.lr), kv.num_workers, len(ctx))
     check_world(args, run_recipe, logger)
     base_lr = args.lr
-    schedule = learning_rate_schedule(base_lr, per_epoch, args.lr_steps, args.lr_factor, args.warmup_epochs)
+    schedule = fit_loop.learning_rate_schedule(base_lr, per_epoch, args.lr_steps, args.lr_factor, args.warmup_epochs)
     logger.info("%s: %d classes, %dx%d, batch %d per device x %d devices x %d workers, lr %.5g, %d batches/epoch, "
                 "%s arrangement", args.name, args.num_classes, args.size, args.size, args.batch_size,
                 len(ctx), kv.num_workers, base_lr, per_epoch, args.arrangement)
@@ -441,7 +464,8 @@ def train(args, scratch, process):
             checkpoint.write_metrics(args.model_prefix, summary)
             return
         arg, aux = module.get_params()
-        checkpoint.save(args.model_prefix, epochs_done, exact, checkpoint.float32_params(arg, master_weights(module)),
+        checkpoint.save(args.model_prefix, epochs_done, exact,
+                        checkpoint.float32_params(arg, fit_loop.master_weights(module)),
                         checkpoint.float32_params(aux), module.save_optimizer_states,
                         recipe=dict(run_recipe, epoch=epochs_done), metrics=summary)
         logger.info("saved %s", checkpoint.params_path(args.model_prefix, epochs_done))
@@ -454,12 +478,12 @@ def train(args, scratch, process):
             "network": args.network if args.network in symbols.VARIANTS else args.config.to_json(),
             "num_classes": args.num_classes,
             "classifier": args.classifier or symbols.default_classifier(args.config, args.num_classes),
-            "image_size": args.size})
+            "image_size": args.size, **({"classes": args.classes} if args.classes else {})})
         checkpoint.write_metrics(args.model_prefix, through=begin_epoch)  # a resumed run replaces what followed
     progress = Progress(enabled="dist" in args.kv_store)
-    fit(module, train_batches, val_batches, begin_epoch, args.num_epochs, save, args.disp_batches,
-        lr_of=(lambda epochs: schedule(epochs * per_epoch)) if schedule else (lambda epochs: base_lr), logger=logger,
-        progress=progress)
+    fit_loop.fit(module, train_batches, val_batches, begin_epoch, args.num_epochs, save, args.disp_batches,
+                 lr_of=(lambda epochs: schedule(epochs * per_epoch)) if schedule else (lambda epochs: base_lr),
+                 logger=logger, progress=progress)
     if skipped:
         logger.warning("skipped %d undecodable records (--bad-records skip; each named above)", len(skipped))
     progress.done()
@@ -496,7 +520,7 @@ def check_world(args, run_recipe, logger):
 def benchmark(args, ctx, module, batch):
     """Time training steps on one synthetic batch; print a row in the columns of the authors' speed table."""
     images_per_second = batch.data[0].shape[0] / statistics.median(benchmarking.step_times(
-        lambda: train_step(module, batch, wait=True), warmup=2, repeats=args.benchmark_batches))
+        lambda: fit_loop.train_step(module, batch, wait=True), warmup=2, repeats=args.benchmark_batches))
     print("| model | batch/device | devices | kvstore | memory (MiB) | img/s |")
     print("|---|---:|---:|---|---:|---:|")
     print("| %s | %d | %d %s | %s | %.0f | %.2f |" % (args.name, args.batch_size, len(ctx), ctx[0].device_type,

@@ -18,13 +18,15 @@ import statistics
 import tempfile
 import time
 
-import mxnet as mx
 import numpy as np
 
-from dpn_mxnet import cli, data, training_data
-from dpn_mxnet.packing import list_class_folders, pack_split
+from dpn_mxnet import cli, packing
 from dpn_mxnet.sample_photos import NAMES, sample_photo
 from tools.dev.fork_reference import ThreadedRecordIter
+
+# MXNet and what needs it load on first use, once the command line is parsed (--help does not wait for them)
+mx = cli.lazy_import("mxnet")
+data, training_data = (cli.lazy_import("dpn_mxnet." + name) for name in ("data", "training_data"))
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 NODE_RATE = 5600  # img/s: 8 GPUs at timm's DPN-68 training speed (about 700 img/s each)
@@ -43,8 +45,8 @@ def pack_photos(folder, records, short_side):
             scale = short_side / min(photo.size)
             photo = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.BICUBIC)
             photo.save(images / ("%04d.JPEG" % number), "JPEG", quality=90)
-    items = list_class_folders(folder / "images", ["photos"])
-    return pack_split("train", folder / "images", items, folder, 1, threads=2, shuffle_seed=0)
+    items = packing.list_class_folders(folder / "images", ["photos"])
+    return packing.pack_split("train", folder / "images", items, folder, 1, threads=2, shuffle_seed=0)
 
 
 def encoded_images(rec):
@@ -134,8 +136,9 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, default=40, help="timed batches per run (default: %(default)s)")
     parser.add_argument("--fork", action="store_true",
                         help="also time aug='fork' (the authors' geometry) and its reference implementation")
-    parser.add_argument("--hsl", type=int, nargs=3, default=data.HSL, metavar=("H", "S", "L"),
-                        help="HSL jitter bounds; 0 0 0 times the pipeline without it (default: 20 40 50)")
+    parser.add_argument("--hsl", type=int, nargs=3, default=(20, 40, 50), metavar=("H", "S", "L"),
+                        help="HSL jitter bounds, as train_imagenet.py's --hsl; 0 0 0 times the pipeline without it "
+                             "(default: 20 40 50)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="measurements of each figure, interleaved; the median is printed (default: %(default)s)")
     args = parser.parse_args(argv)

@@ -11,13 +11,15 @@ import json
 import os
 import sys
 
-import mxnet as mx
 import numpy as np
 
 import symbols
-from dpn_mxnet import arrangement_policy, benchmarking, checkpoint, cli, devices
-from dpn_mxnet.evaluation import inference_module
-from dpn_mxnet.fit import train_step
+from dpn_mxnet import arrangement_policy, benchmarking, cli
+
+# MXNet and what needs it load on first use, once the command line is parsed (--help does not wait for them)
+mx = cli.lazy_import("mxnet")
+checkpoint, devices, evaluation, fit = (cli.lazy_import("dpn_mxnet." + name)
+                                        for name in ("checkpoint", "devices", "evaluation", "fit"))
 
 
 def parse_args(argv=None):
@@ -79,7 +81,7 @@ def bound_module(args, symbol, batch):
     initializer = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
     arrangement = graph_arrangement(args)
     if args.mode != "train":
-        return inference_module(symbol, args.contexts, data_shapes, label_shapes,
+        return evaluation.inference_module(symbol, args.contexts, data_shapes, label_shapes,
                                 *random_params(symbol, data_shapes[0][1], initializer), arrangement)
     module = mx.mod.Module(symbol, context=args.contexts)
     with arrangement_policy.bind_settings(arrangement):
@@ -100,7 +102,7 @@ def make_step(args, module, batch):
         module.forward(batch_data, is_train=False)
         module.get_outputs()[0].wait_to_read()
 
-    return (lambda: train_step(module, batch_data, wait=True)) if args.mode == "train" else infer
+    return (lambda: fit.train_step(module, batch_data, wait=True)) if args.mode == "train" else infer
 
 
 def main(argv=None):
