@@ -22,11 +22,11 @@ $(STAMP): requirements.txt requirements-cuda11.txt pyproject.toml
 demo: setup
 	$(PY) tools/demo.py
 
-# The demo's training across NODES simulated hosts (network namespaces with their own sshd, tools/sim_cluster.py;
+# The demo's training across NODES simulated hosts (network namespaces with their own sshd, tools/dev/sim_cluster.py;
 #   root): one worker and one server per host (one thread each), the global batch kept at 64.
 #   make cluster-demo NODES=10
 cluster-demo: setup
-	OMP_NUM_THREADS=1 $(PY) tools/sim_cluster.py run -n $(NODES) -- '$(PY) tools/demo.py --hostfile "$$CLUSTER_HOSTS" \
+	OMP_NUM_THREADS=1 $(PY) tools/dev/sim_cluster.py run -n $(NODES) -- '$(PY) tools/demo.py --hostfile "$$CLUSTER_HOSTS" \
 	    --out work/cluster-demo --batch-size $$((64 / $(NODES)))'
 
 # The import contracts of pyproject.toml (entry points -> dpn_mxnet -> symbols, no cycles), then the test suite.

@@ -1,4 +1,4 @@
-"""Distributed training on a simulated cluster (tests/cluster.py): hosts as network namespaces with their own
+"""Distributed training on a simulated cluster (tools/dev/cluster.py): hosts as network namespaces with their own
 addresses and sshd, the launcher on a head host of its own, over real ssh; the headline `make train NODES=4`,
 --sync-dst-dir, and hosts that fail."""
 import hashlib
@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 
 import kv_worker
-import cluster as simulated
 import symbols
-from cluster import Cluster, ClusterError
 from conftest import REPO
 from launch_helpers import LauncherRun, run_launcher
 from sshd import require
 from test_train import TINY, summaries
 
 from dpn_mxnet import checkpoint, data, training_data
+from tools.dev import cluster as simulated
+from tools.dev.cluster import Cluster, ClusterError
 
 HOSTS = 4
 WORKER = REPO / "tests" / "kv_worker.py"
@@ -246,9 +246,10 @@ def test_job_continues_without_a_dead_host(hosts, digits_rec, tmp_path):
 
 
 def test_traffic_per_step_is_every_gradient_pushed_and_every_weight_pulled(cluster):
-    """tools/ps_traffic.py (a second simulated cluster beside this module's) against 2 x 4 bytes x the parameters
+    """tools/dev/ps_traffic.py (a second simulated cluster beside this module's) against 2 x 4 bytes x the parameters
     counted here; the overhead of messages and headers measured on these links is 0.6 % for this network."""
-    done = subprocess.run([sys.executable, "tools/ps_traffic.py", "--network", TINY, "--servers", "2", "--workers", "2"],
+    done = subprocess.run([sys.executable, "tools/dev/ps_traffic.py", "--network", TINY, "--servers", "2",
+                           "--workers", "2"],
                           cwd=REPO, capture_output=True, text=True, timeout=400,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -265,9 +266,9 @@ def test_traffic_per_step_is_every_gradient_pushed_and_every_weight_pulled(clust
 
 
 def test_second_cluster_beside_the_first_and_clean_up_on_interrupt(cluster):
-    """A cluster set up beside the module's takes other names and addresses; `tools/sim_cluster.py run`, stopped by
+    """A cluster set up beside the module's takes other names and addresses; `tools/dev/sim_cluster.py run`, stopped by
     SIGTERM while its command runs, takes its hosts down (namespaces, links, sshd)."""
-    run = subprocess.Popen([sys.executable, "tools/sim_cluster.py", "run", "-n", "2", "--", "sleep 600"], cwd=REPO,
+    run = subprocess.Popen([sys.executable, "tools/dev/sim_cluster.py", "run", "-n", "2", "--", "sleep 600"], cwd=REPO,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     up = run.stderr.readline()
     assert up.startswith("sim_cluster: 2 hosts "), "the cluster did not come up: %s" % up

@@ -1,11 +1,13 @@
-"""Run a command and stop it, with everything in its process group, as soon as our stdin closes.
+"""Run a command and stop it, with everything in its process group, as soon as our stdin closes or goes quiet.
 
 Usage: ``python remote_guard.py COMMAND [ARG...]`` (started by ``tools/launch.py``, not by hand).
 
-The launcher starts every process of a distributed job through this guard, with a pipe on stdin that it never
-writes. The pipe closes when the launcher closes it on purpose (it is stopping the job), when the launcher dies, or,
-for a process started over ssh, when the ssh connection goes away: in every case the guard sends SIGTERM to its
-process group (the command and whatever it started), then SIGKILL after ``GRACE_S``. SIGTERM, SIGHUP or SIGINT sent
+The launcher starts every process of a distributed job through this guard, with a pipe on stdin on which it
+writes a heartbeat (a newline) every ``HEARTBEAT_S``. The pipe closes when the launcher closes it on purpose (it is
+stopping the job), when the launcher dies, or, for a process started over ssh, when the ssh connection goes away;
+it goes quiet when the connection is cut off without closing (a link down: the far end cannot tell). When the pipe
+closes, or no heartbeat came for ``QUIET_S``, the guard sends SIGTERM to its process group (the command and
+whatever it started), then SIGKILL after ``GRACE_S``. SIGTERM, SIGHUP or SIGINT sent
 to the guard does the same. The command itself gets /dev/null as stdin, and the kernel kills it if the guard
 dies (``PR_SET_PDEATHSIG``), so that nothing is orphaned when the guard itself is killed.
 
@@ -29,6 +31,8 @@ import sys
 import time
 
 GRACE_S = 3.0
+HEARTBEAT_S = 5.0
+QUIET_S = 30.0  # twice the launcher's ssh keepalive (its side of a cut-off connection ends after about 15 s)
 REPORT_S = 1.0
 SCAN_S = 5.0
 IDLE_CPU = 0.2  # CPU seconds per second below which the command counts as idle
@@ -144,10 +148,12 @@ def main(argv):
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, lambda number, _frame: signalled.append(number))
     stdin = sys.stdin.fileno()
-    reporter, reported = Reporter(command.pid), 0.0
+    reporter, reported, heard = Reporter(command.pid), 0.0, time.monotonic()
     while command.poll() is None:
         readable, _, _ = select.select([stdin], [], [], 0.2)
-        if signalled or (readable and not os.read(stdin, 4096)):
+        if readable and os.read(stdin, 4096):
+            heard, readable = time.monotonic(), False
+        if signalled or readable or time.monotonic() - heard > QUIET_S:
             _stop_group(command)
         elif time.monotonic() - reported >= REPORT_S:
             reported = time.monotonic()

@@ -6,7 +6,8 @@ session with a pipe on stdin, and its output is relayed line by line behind a ``
 non-zero exit prints one line naming the process, its exit status and its last line on stderr (the cause it
 printed, e.g. ``error: ...``), then the job is stopped: every stdin pipe is closed
 (``dpn_mxnet.launcher.remote_guard`` then stops the process, here or at the far end of an ssh connection) and
-whatever is still running after ``STOP_GRACE_S`` is killed with its process group.
+whatever is still running after ``STOP_GRACE_S`` is killed with its process group. Until then every stdin gets the
+guards' heartbeat, so that a process whose host is cut off from the launcher stops by itself.
 
 The kvstore rank of a worker is assigned by ps-lite, so only the worker knows it: training scripts call
 ``announce_rank(kv)`` right after creating the kvstore, and the supervisor reads the marker line it prints. It also
@@ -23,7 +24,7 @@ import threading
 import time
 
 from .progress import DONE_MARKER, PROGRESS_MARKER
-from .remote_guard import REPORT_MARKER
+from .remote_guard import HEARTBEAT_S, REPORT_MARKER
 from .watchdog import Watchdog
 
 RANK_MARKER = "@launch: kvstore rank"
@@ -144,6 +145,7 @@ class Supervisor:
         self._processes = []
         self._failures = []
         self._lock = threading.Lock()
+        self._stdin_lock = threading.Lock()  # the heartbeat writes to the stdin pipes that ``stop`` closes
         self._output_lock = threading.Lock()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -207,11 +209,12 @@ class Supervisor:
             with self._output_lock:
                 print("%s: %s; stopping the job (%d processes)" % (self.program, reason, len(processes)),
                       file=sys.stderr, flush=True)
-        for process in processes:
-            try:
-                process.popen.stdin.close()
-            except OSError:
-                pass
+        with self._stdin_lock:
+            for process in processes:
+                try:
+                    process.popen.stdin.close()
+                except OSError:
+                    pass
         deadline = time.monotonic() + STOP_GRACE_S
         for process in processes:
             try:
@@ -250,8 +253,11 @@ class Supervisor:
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
                 process = JobProcess(popen, *identify(args, env))
                 self._processes.append(process)
-                if self.watchdog and len(self._processes) == 1:
-                    self.watchdog.start()
+                os.set_blocking(popen.stdin.fileno(), False)  # a full pipe must not hold the heartbeat up
+                if len(self._processes) == 1:
+                    threading.Thread(target=self._heartbeat, daemon=True).start()
+                    if self.watchdog:
+                        self.watchdog.start()
         if stopping:
             self._park()
         for stream, sink in ((popen.stdout, sys.stdout.buffer), (popen.stderr, sys.stderr.buffer)):
@@ -260,6 +266,18 @@ class Supervisor:
             relay.start()
             process.relays.append(relay)
         return process
+
+    def _heartbeat(self):
+        """Write a newline to every process's stdin (its guard's) every ``HEARTBEAT_S`` until the job stops."""
+        while not self._stopping.wait(HEARTBEAT_S):
+            with self._stdin_lock:
+                for process in self.processes():
+                    if process.popen.stdin.closed or process.popen.poll() is not None:
+                        continue
+                    try:
+                        os.write(process.popen.stdin.fileno(), b"\n")
+                    except OSError:  # gone, or its pipe full (an ssh that no longer forwards): nothing to keep alive
+                        pass
 
     def _relay(self, process, stream, sink, errors):
         for line in iter(stream.readline, b""):

@@ -1,6 +1,6 @@
 """What the stall watchdog costs: a worker's progress call per training step, and its guard's report.
 
-    python tools/bench_watchdog.py [--calls N] [--reports N]
+    python tools/dev/bench_watchdog.py [--calls N] [--reports N]
 
 Prints one JSON line: microseconds per ``Progress`` call (what a worker adds to every step; a marker line is printed
 at most once a second), and CPU milliseconds per guard report while the command is busy (process state only) and

@@ -1,26 +1,23 @@
 """A simulated cluster on this machine (root): N hosts as network namespaces on a bridge, each with its own address
-(from 198.18.0.0/15) and a real sshd, and a head host where commands run (see tests/cluster.py).
+(from 198.18.0.0/15) and a real sshd, and a head host where commands run (see tools/dev/cluster.py).
 
-    python tools/sim_cluster.py run -n 10 -- make train NODES=10 HOSTS='$CLUSTER_HOSTS' ...   # up, run, down
-    python tools/sim_cluster.py up -n 4 [--rate 1gbit]     # leave it up; prints how to run commands on it
-    python tools/sim_cluster.py list
-    python tools/sim_cluster.py down NUMBER|--all
+    python tools/dev/sim_cluster.py run -n 10 -- make train NODES=10 HOSTS='$CLUSTER_HOSTS' ...   # up, run, down
+    python tools/dev/sim_cluster.py up -n 4 [--rate 1gbit]     # leave it up; prints how to run commands on it
+    python tools/dev/sim_cluster.py list
+    python tools/dev/sim_cluster.py down NUMBER|--all
 
 ``run`` executes COMMAND on the head host with the ssh wrapper first on PATH and CLUSTER_HOSTS (the hostfile) and
 CLUSTER_LOCAL (a folder each host sees as its own) in the environment, words expanded by ``sh -c``; the cluster is
 taken down when COMMAND ends, fails or is interrupted. Its exit status is COMMAND's.
 """
 import os
-import pathlib
 import shlex
 import signal
 import subprocess
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
-import cluster as simulated  # noqa: E402  (a test module: the harness the tests use)
-
-from dpn_mxnet import cli  # noqa: E402
+from dpn_mxnet import cli
+from tools.dev import cluster as simulated
 
 
 def parse_args(argv=None):
@@ -63,7 +60,7 @@ def up(args):
     cluster = simulated.Cluster(args.hosts, args.rate).up()
     exports = " ".join("%s=%s" % (name, shlex.quote(value)) for name, value in environment(cluster).items())
     print("cluster %d: hosts %s (hostfile %s), head %s\nrun a command on the head host:\n"
-          "  ip netns exec %s env %s COMMAND\ntake it down: python tools/sim_cluster.py down %d"
+          "  ip netns exec %s env %s COMMAND\ntake it down: python tools/dev/sim_cluster.py down %d"
           % (cluster.number, " ".join(cluster.addresses), cluster.hostfile, cluster.head, cluster.namespace(0),
              exports, cluster.number))
     cluster.root = None  # left up on purpose: no clean-up at exit

@@ -1,8 +1,8 @@
 """Time every entry point's --help, as a user starts it (a new interpreter each time): a command line is parsed
 without loading MXNet, so help comes at once.
 
-    python tools/bench_help.py               # median of 3 starts per entry point, in seconds
-    python tools/bench_help.py --repeats 5
+    python tools/dev/bench_help.py               # median of 3 starts per entry point, in seconds
+    python tools/dev/bench_help.py --repeats 5
 
 Prints one row per entry point (median, slowest) and the interpreter's own start-up for comparison.
 """
@@ -14,7 +14,7 @@ import time
 
 from dpn_mxnet import cli
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 ENTRY_POINTS = ["train/train_imagenet.py", "test/score.py"] + sorted(
     str(path.relative_to(REPO)) for path in (REPO / "tools").glob("*.py") if path.name != "__init__.py")
 

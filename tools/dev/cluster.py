@@ -25,7 +25,7 @@ import signal
 import subprocess
 import time
 
-from sshd import CONFIG, SSHD, make_credentials
+from tools.dev.sshd import CONFIG, SSHD, make_credentials
 
 STATE = pathlib.Path("/run/sim-cluster")
 BLOCK = ipaddress.ip_network("198.18.0.0/15")

@@ -1,10 +1,10 @@
 """What the parameter servers of a dist_sync job send and receive per step, from the interface counters of simulated
-hosts (tests/cluster.py: network namespaces; needs root): one host per server and one per worker, the scheduler on
+hosts (tools/dev/cluster.py: network namespaces; needs root): one host per server and one per worker, the scheduler on
 the head host, `train/train_imagenet.py --benchmark` on synthetic data.
 
-    python tools/ps_traffic.py --servers 4 --workers 2            # DPN-92 at 32x32, batch 1 per worker
-    python tools/ps_traffic.py --servers 10 --workers 2 --bound 1000000      # MXNet's own bound
-    python tools/ps_traffic.py --servers 2 --workers 2 --driver kvstore --compression 0.5
+    python tools/dev/ps_traffic.py --servers 4 --workers 2            # DPN-92 at 32x32, batch 1 per worker
+    python tools/dev/ps_traffic.py --servers 10 --workers 2 --bound 1000000      # MXNet's own bound
+    python tools/dev/ps_traffic.py --servers 2 --workers 2 --driver kvstore --compression 0.5
 
 The job is train_imagenet.py's benchmark (the optimizer on the workers: gradients pushed, summed gradients pulled),
 or with ``--driver kvstore`` this script itself pushing and pulling arrays of the network's shapes in the Module's
@@ -26,13 +26,11 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
-import cluster as simulated  # noqa: E402  (a test module: the harness the tests use)
+import symbols
+from dpn_mxnet import checkpoint, cli
+from tools.dev import cluster as simulated
 
-import symbols  # noqa: E402
-from dpn_mxnet import checkpoint, cli  # noqa: E402
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 BENCHMARK_WARMUP = 2  # untimed steps of train_imagenet.py --benchmark before the timed ones
 
 
@@ -87,7 +85,7 @@ def run_job(cluster, args, steps):
     """Run the benchmark job once; returns {host index: bytes received + sent} during it."""
     assignments = ["MXNET_KVSTORE_BIGARRAY_BOUND=%d" % args.bound]
     if args.driver == "kvstore":
-        job = ["python", str(REPO / "tools" / "ps_traffic.py"), "--kv-worker", steps, "--network", args.network,
+        job = ["python", str(REPO / "tools" / "dev" / "ps_traffic.py"), "--kv-worker", steps, "--network", args.network,
                "--size", args.size] + (["--compression", args.compression] if args.compression else [])
     else:
         job = ["python", str(REPO / "train" / "train_imagenet.py"), "--network", args.network, "--benchmark",
