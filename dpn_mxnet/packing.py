@@ -34,7 +34,12 @@ def read_class_table(path):
     path = pathlib.Path(path)
     if not path.is_file():
         raise DataError("%s: no such class index file" % path)
-    rows = [[field.strip() for field in line.split("\t")] for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as error:
+        raise DataError("%s: not a text class index (byte %d is not %s)" % (path, error.start, error.encoding)) \
+            from None
+    rows = [[field.strip() for field in line.split("\t")] for line in text.splitlines() if line.strip()]
     if not rows:
         raise DataError("%s: empty class index" % path)
     ids = [row[0] for row in rows]

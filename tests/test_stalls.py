@@ -71,7 +71,7 @@ def freeze(pid):
 
 
 def in_epoch_2(run_, rank=1):
-    run_.wait_for(r"\[worker %d@\S+\] .*Epoch\[1\] Batch \[0-5\]" % rank, timeout=240)
+    run_.wait_for(r"\[worker %d@\S+\] .*Epoch\[2\] Batch \[0-5\]" % rank, timeout=240)
 
 
 @pytest.mark.parametrize("value", ["2", "-1", "nan"])

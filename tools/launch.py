@@ -320,7 +320,7 @@ def main(argv=None):
               file=sys.stderr, flush=True)
         launch_argv = resuming(launch_argv)
         status, cause, recurring = launch_once(options, launch_argv, relaunch=True, left_out=left_out)
-    if status == 1 and recurring:
+    if status == 1 and recurring and options.max_restarts:
         print("%s: not restarted: the failure above is %s, which a restart would meet again" % (PROGRAM, recurring),
               file=sys.stderr, flush=True)
     elif status == 1 and options.max_restarts:

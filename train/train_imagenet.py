@@ -128,8 +128,10 @@ def parse_args(argv=None):
 
     try:
         args.classes = take_classes(args)
-    except (UsageError, DataError) as err:
+    except UsageError as err:
         parser.error(str(err))
+    except DataError as err:
+        parser.exit(INPUT_ERROR_STATUS, "error: %s\n" % err)
     try:
         args.config = symbols.resolve(args.network)
         symbols.check_num_classes(args.num_classes)
