@@ -11,8 +11,8 @@
     spec                the authors' augmentation: its parameters and what it does
     draws               its random draws (pass keys and orders, each sample's draws)
     kernel              its per-image work (crop, resize, HSL jitter, mirror, normalisation)
-    decode              a record's image decoded as OpenCV decodes it
     pipeline            its iterator over a .rec, in worker threads (aug="fork")
+    decode              a record's image decoded as OpenCV decodes it (for the pipeline)
 
 The names below are those the entry points use, as ``data.NAME``; each loads its module on first use, so that
 importing the package (as the entry points do before parsing their command line, and as its modules do) loads
@@ -21,7 +21,7 @@ neither MXNet nor OpenCV. The modules of the package import each name from the m
 import importlib
 
 _HOMES = {  # name: the module that defines it
-    "DataError": "dpn_mxnet.checks", "MEAN_RGB": ".pixels", "SCALE": ".pixels",
+    "DataError": "..checks", "MEAN_RGB": ".pixels", "SCALE": ".pixels",
     "UndecodableImage": ".images", "check_image_file": ".images", "load_image": ".images",
     "check_rec": ".record_checks", "readable_rec": ".record_checks",
     "keys_in_file_order": ".records", "num_records": ".records", "record_iter_threads": ".image_record_iter",
