@@ -147,7 +147,7 @@ def test_every_worker_runs_the_same_number_of_batches(ids_rec, aug):
     step = -(-NUM_IDS // 3)  # part p holds records [p * step, (p + 1) * step)
     for part in range(3):
         batches = training.train_iter(ids_rec, 2, 32, num_parts=3, part_index=part, batches_per_epoch=per_epoch,
-                                  threads=1, aug=aug)
+                                      threads=1, aug=aug)
         for _ in range(3):
             batches.reset()
             labels = [batch.label[0].asnumpy() for batch in batches]

@@ -115,7 +115,7 @@ def tiny_module(contexts, batch, kvstore=None):
 
 def digit_batches(digits, batch, count):
     batches = training.train_iter(digits.train, batch, 32, threads=1, min_area=1, max_area=1, aspect=(1, 1),
-                              hsl=(0, 0, 0), mirror=False)
+                                  hsl=(0, 0, 0), mirror=False)
     return [next(batches) for _ in range(count)]
 
 

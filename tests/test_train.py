@@ -77,7 +77,7 @@ def shard_gradients(digits, symbol, arg_params, aux_params, batch):
     gradients = []
     for part in (0, 1):
         batches = training.train_iter(digits.train, batch, 32, num_parts=2, part_index=part, seed=part, threads=1,
-                                  min_area=1, max_area=1, aspect=(1, 1), hsl=(0, 0, 0), mirror=False)
+                                      min_area=1, max_area=1, aspect=(1, 1), hsl=(0, 0, 0), mirror=False)
         shard = next(iter(batches))
         executor = symbol.simple_bind(mx.cpu(), data=shard.data[0].shape, softmax_label=shard.label[0].shape)
         executor.copy_params_from(arg_params, aux_params)
