@@ -61,7 +61,7 @@ def rec_classes(rec):
     if index.is_file():
         table = read_class_table(index)
         return table, len(table), str(index)
-    from dpn_mxnet.data import read_labels
+    from dpn_mxnet.data.records import read_labels
     labels = read_labels(os.fspath(rec))
     return None, int(max(labels, default=-1)) + 1, "the labels of %s" % rec
 
@@ -235,7 +235,7 @@ def run_im2rec(lst, root, threads, resize=0):
 def pack_split(name, root, items, out, num_classes, threads=4, resize=0, shuffle_seed=None):
     """Write OUT/<name>.lst/.rec/.idx (+ <name>.report.txt) from [(path, label)] under ``root``; training lists are
     shuffled once (``shuffle_seed``) so that contiguous shards of distributed workers mix all classes."""
-    from dpn_mxnet.data import check_rec
+    from dpn_mxnet.data.record_checks import check_rec
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not items:

@@ -102,7 +102,7 @@ def break_image(rec, out, position):
     import shutil
     import struct
 
-    from dpn_mxnet import data
+    from dpn_mxnet.data import signatures
 
     rec, out = pathlib.Path(rec), pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,7 @@ def break_image(rec, out, position):
     blob = bytearray(copy.read_bytes())
     flag, _, record_id, _ = struct.unpack_from("IfQQ", blob, offset + 8)
     image = offset + 8 + 24 + 4 * flag
-    assert data.is_image_signature(bytes(blob[image:image + data.SIGNATURE_BYTES]))
+    assert signatures.is_image_signature(bytes(blob[image:image + signatures.SIGNATURE_BYTES]))
     blob[image:image + 8] = b"\0" * 8
     copy.write_bytes(bytes(blob))
     return copy, record_id, offset

@@ -20,7 +20,8 @@ from launch_helpers import LauncherRun, run_launcher
 from sshd import require
 from test_train import TINY, summaries
 
-from dpn_mxnet import checkpoint, data, training_data
+from dpn_mxnet import checkpoint, data
+from dpn_mxnet.data import training
 from tools.dev import cluster as simulated
 from tools.dev.cluster import Cluster, ClusterError
 
@@ -230,7 +231,7 @@ def test_job_continues_without_a_dead_host(hosts, digits_rec, tmp_path):
     change = run.wait_for(r"rank 0 INFO recipe of \S+-(\d{4}), changed: world_size: 4 -> 3: global batch 16 -> 12, "
                           r"learning rate 0.1 -> 0.075 \(linear rule\)")
     resumed = int(change.group(1))
-    shards = training_data.batches_per_epoch(data.num_records(digits_rec.train), 3, 4)  # shards of the new world
+    shards = training.batches_per_epoch(data.num_records(digits_rec.train), 3, 4)  # shards of the new world
     run.wait_for(r"rank 0 INFO .* x 3 workers, lr 0.075, %d batches/epoch" % shards)
     metrics = checkpoint.read_metrics(checkpoint.metrics_path(str(prefix)))
     assert [s["epoch"] for s in metrics] == [1, 2, 3, 4]

@@ -12,7 +12,8 @@ from PIL import Image
 from scipy import stats
 
 from dpn_mxnet.packing import pack_split
-from dpn_mxnet import data, training_data
+from dpn_mxnet import data
+from dpn_mxnet.data import kernel, spec, training
 
 from datasets import photo
 
@@ -46,7 +47,7 @@ def draw(rec, size, count=DRAWS, **options):
     """``count`` augmented, normalised images (N, 3, S, S): one batch of 40 from each of count / 40 epochs (with
     ``seed_aug``, ImageRecordIter repeats its draws per slot in every batch of a pass, so the batches of one epoch
     of 40 copies of one image are all the same)."""
-    batches = training_data.train_iter(rec, 40, size, threads=1, batches_per_epoch=1, **options)
+    batches = training.train_iter(rec, 40, size, threads=1, batches_per_epoch=1, **options)
     images = []
     for epoch in range(count // 40):
         batches.start_epoch(epoch)
@@ -156,10 +157,10 @@ def shifted_hls(bgr, offsets):
 @pytest.mark.parametrize("offsets", [(0, 0, 0), (20, 0, 0), (0, 40, 0), (0, 0, 50), (-20, -40, -50), (13, -7, 29),
                                      (200, 300, -300)])
 def test_hsl_jitter_shifts_hue_saturation_and_lightness(offsets):
-    """``data.hsl_jitter`` (the fork pipeline's colour step) against the reference above, clamping included."""
+    """``kernel.hsl_jitter`` (the fork pipeline's colour step) against the reference above, clamping included."""
     bgr = np.asarray(photo("astronaut.png").resize((64, 64), Image.BICUBIC))[:, :, ::-1].copy()
     expected = shifted_hls(bgr, offsets)
-    np.testing.assert_array_equal(data.hsl_jitter(bgr, offsets), expected)
+    np.testing.assert_array_equal(kernel.hsl_jitter(bgr, offsets), expected)
     if any(offsets):
         assert np.abs(expected.astype(int) - bgr).max() > 10  # the shift shows
 
@@ -190,7 +191,7 @@ def test_stock_hsl_jitter_is_bounded_and_matches_its_definition(colour_rec):
         assert error <= 1, "the output is not an HSL shift of the input"
         offsets.append(found)
     offsets = np.array(offsets)
-    bounds = np.array(data.HSL)
+    bounds = np.array(spec.HSL)
     assert (np.abs(offsets) <= bounds).all()
     rng = np.random.default_rng(0)
     for k, bound in enumerate(bounds):  # (u1 + 4 u2) / 5 mapped to [-bound, bound], truncated

@@ -10,7 +10,8 @@ from PIL import Image
 
 from dpn_mxnet.packing import pack_split
 from dpn_mxnet.sample_photos import NAMES
-from dpn_mxnet import data, training_data
+from dpn_mxnet import cli, data
+from dpn_mxnet.data import image_record_iter, records, training
 
 from datasets import photo
 
@@ -133,20 +134,20 @@ def test_ten_crop_iter_gives_centre_and_corner_crops_and_their_mirrors(photo_rec
 def test_shards_cover_the_records_exactly_once(ids_rec, num_parts):
     seen = []
     for part in range(num_parts):
-        labels, _ = delivered(training_data.train_iter(ids_rec, 2, 32, num_parts=num_parts, part_index=part, threads=1))
-        assert len(labels) == len(set(labels)) == training_data.shard_sizes(NUM_IDS, num_parts)[part]
+        labels, _ = delivered(training.train_iter(ids_rec, 2, 32, num_parts=num_parts, part_index=part, threads=1))
+        assert len(labels) == len(set(labels)) == training.shard_sizes(NUM_IDS, num_parts)[part]
         seen += labels
     assert sorted(seen) == list(range(NUM_IDS))
 
 
-@pytest.mark.parametrize("aug", data.AUGMENTATIONS)
+@pytest.mark.parametrize("aug", cli.AUGMENTATIONS)
 def test_every_worker_runs_the_same_number_of_batches(ids_rec, aug):
-    per_epoch = training_data.batches_per_epoch(data.num_records(ids_rec), 3, 2)
+    per_epoch = training.batches_per_epoch(data.num_records(ids_rec), 3, 2)
     assert per_epoch == 4  # floor(23 / 3) = 7 records in 2s, rounded up
     step = -(-NUM_IDS // 3)  # part p holds records [p * step, (p + 1) * step)
     for part in range(3):
-        batches = training_data.train_iter(ids_rec, 2, 32, num_parts=3, part_index=part, batches_per_epoch=per_epoch,
-                                  threads=1, aug=aug)
+        batches = training.train_iter(ids_rec, 2, 32, num_parts=3, part_index=part, batches_per_epoch=per_epoch,
+                                      threads=1, aug=aug)
         for _ in range(3):
             batches.reset()
             labels = [batch.label[0].asnumpy() for batch in batches]
@@ -156,22 +157,22 @@ def test_every_worker_runs_the_same_number_of_batches(ids_rec, aug):
 
 def test_iterators_reject_bad_options(ids_rec):
     with pytest.raises(data.DataError, match="part of 0 records"):  # ceil(23 / 7) = 4 per part leaves none
-        training_data.train_iter(ids_rec, 2, 32, num_parts=7, part_index=6)
+        training.train_iter(ids_rec, 2, 32, num_parts=7, part_index=6)
     with pytest.raises(data.DataError, match="fewer than the batch of 16"):
-        training_data.train_iter(ids_rec, 16, 32, num_parts=2, part_index=0)
+        training.train_iter(ids_rec, 16, 32, num_parts=2, part_index=0)
     with pytest.raises(data.DataError, match="min_area <= max_area"):
-        training_data.train_iter(ids_rec, 2, 32, min_area=0.5, max_area=0.2)
+        training.train_iter(ids_rec, 2, 32, min_area=0.5, max_area=0.2)
     with pytest.raises(data.DataError, match="aug must be one of"):
-        training_data.train_iter(ids_rec, 2, 32, aug="torch")
+        training.train_iter(ids_rec, 2, 32, aug="torch")
     with pytest.raises(data.DataError, match="resize"):
         data.val_iter(ids_rec, 2, 64, resize=32)
 
 
 def test_record_iter_refuses_parameters_it_would_ignore(ids_rec):
     with pytest.raises(data.DataError, match="no parameter 'rand_mirorr' \\(did you mean 'rand_mirror'\\?\\)"):
-        data.record_iter(path_imgrec=str(ids_rec), data_shape=(3, 32, 32), batch_size=2, rand_mirorr=True)
+        image_record_iter.record_iter(path_imgrec=str(ids_rec), data_shape=(3, 32, 32), batch_size=2, rand_mirorr=True)
     with pytest.raises(data.DataError, match="ImageRecordIter.*Cannot find any files"):
-        data.record_iter(path_imgrec=str(ids_rec) + ".missing", data_shape=(3, 32, 32), batch_size=2)
+        image_record_iter.record_iter(path_imgrec=str(ids_rec) + ".missing", data_shape=(3, 32, 32), batch_size=2)
 
 
 def corrupted(ids_rec, tmp_path, how):
@@ -202,7 +203,7 @@ def corrupted(ids_rec, tmp_path, how):
 def test_bad_record_files_give_one_line_errors(ids_rec, tmp_path, how, message):
     rec = corrupted(ids_rec, tmp_path, how)
     for check in (lambda: data.check_rec(rec, NUM_IDS), lambda: data.val_iter(rec, 2, 32),
-                  lambda: training_data.train_iter(rec, 2, 32)):
+                  lambda: training.train_iter(rec, 2, 32)):
         with pytest.raises(data.DataError, match=message) as error:
             check()
         assert "\n" not in str(error.value)
@@ -210,7 +211,7 @@ def test_bad_record_files_give_one_line_errors(ids_rec, tmp_path, how, message):
 
 def test_check_rec_finds_labels_beyond_the_classes(ids_rec):
     assert data.check_rec(ids_rec, NUM_IDS) == NUM_IDS
-    assert data.read_labels(ids_rec) == list(range(NUM_IDS))
+    assert records.read_labels(ids_rec) == list(range(NUM_IDS))
     expected = r"ids.rec: record id 10 .* has label 10, expected an integer in \[0, 10\)"
     with pytest.raises(data.DataError, match=expected):
         data.check_rec(ids_rec, 10)
@@ -224,8 +225,8 @@ def test_odd_images_are_read_as_three_channels(photo_rec):
         rgb = np.round(image / data.SCALE + MEAN)
         equal = np.array_equal(rgb[0], rgb[1]) and np.array_equal(rgb[1], rgb[2])
         assert equal == name.endswith("grey.JPEG"), name  # only the greyscale JPEG has equal channels
-    for aug in data.AUGMENTATIONS:
-        for batch in training_data.train_iter(photo_rec.train, 8, 224, threads=1, aug=aug, batches_per_epoch=4):
+    for aug in cli.AUGMENTATIONS:
+        for batch in training.train_iter(photo_rec.train, 8, 224, threads=1, aug=aug, batches_per_epoch=4):
             pixels = batch.data[0].asnumpy()
             assert pixels.shape == (8, 3, 224, 224) and np.isfinite(pixels).all()
             assert pixels.min() >= -124 * data.SCALE - 1e-5 and pixels.max() <= (255 - 104) * data.SCALE + 1e-5

@@ -17,7 +17,8 @@ import pytest
 
 import symbols
 from tools import export_onnx, make_rec, refine_bn
-from dpn_mxnet import checkpoint, cli, data, packing, training_data
+from dpn_mxnet import checkpoint, cli, data, packing
+from dpn_mxnet.data import signatures, training
 from dpn_mxnet.launcher.supervisor import INPUT_ERROR_STATUS
 from train import train_imagenet
 
@@ -176,7 +177,7 @@ def test_undecodable_record_is_named(tool, tiny_prefix, digits_rec, broken, tmp_
 def test_python_decoders_name_the_record(broken):
     """The fork augmentation and 10-crop decode in Python; a record that fails there is named the same way."""
     rec, record_id, offset = broken["train body"]
-    batches = training_data.train_iter(rec, 20, 32, threads=1, aug="fork")
+    batches = training.train_iter(rec, 20, 32, threads=1, aug="fork")
     with pytest.raises(data.DataError) as error:
         for _ in batches:
             pass
@@ -263,9 +264,9 @@ def test_record_signatures_of_every_format_opencv_writes(tmp_path):
         pixels = {".hdr": image.astype(np.float32) / 255, ".pfm": image.astype(np.float32) / 255,
                   ".pgm": image[:, :, 0]}.get(ext, image)
         ok, encoded = cv2.imencode(ext, pixels)
-        assert ok and data.is_image_signature(encoded.tobytes()[:data.SIGNATURE_BYTES]), ext
-    assert not data.is_image_signature(b"<html>not an")
-    assert not data.is_image_signature(bytes(12))
+        assert ok and signatures.is_image_signature(encoded.tobytes()[:signatures.SIGNATURE_BYTES]), ext
+    assert not signatures.is_image_signature(b"<html>not an")
+    assert not signatures.is_image_signature(bytes(12))
 
 
 # ---------------------------------------------------------------------------------------------------------------

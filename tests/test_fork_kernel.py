@@ -1,6 +1,6 @@
-"""The aug="fork" pixel kernel (dpn_mxnet/fork_kernel.py) against OpenCV: both HLS conversions on every input they can
+"""The aug="fork" pixel kernel (dpn_mxnet/data/kernel.py) against OpenCV: both HLS conversions on every input they can
 get (all 16.7 M BGR colours, all 181 x 256 x 256 HLS triples), and the fused jitter + mirror + normalisation on
-every colour for a set of offsets that includes the clamped extremes, against data.hsl_jitter (cv2.cvtColor)
+every colour for a set of offsets that includes the clamped extremes, against kernel.hsl_jitter (cv2.cvtColor)
 followed by cv2.flip and the normalisation written out in numpy."""
 import pathlib
 
@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dpn_mxnet import data, fork_kernel
+from dpn_mxnet import data
+from dpn_mxnet.data import kernel
 
 WIDTH = 4096  # 4096 x 4096 pixels hold every 8-bit BGR colour once
 OFFSETS = [(0, 0, 0), (20, 40, 50), (-20, -40, -50), (7, -13, 29), (180, 255, 255), (-180, -255, -255),
@@ -38,33 +39,33 @@ def cpu_flags():
 
 def test_the_kernel_is_used_exactly_where_the_cpu_has_avx2_and_fma():
     flags = cpu_flags()
-    assert fork_kernel.exact_here() == ({"avx2", "fma"} <= flags)
-    if fork_kernel.exact_here():
-        assert fork_kernel.exact_for(224) and fork_kernel.exact_for(64)
-    assert not fork_kernel.exact_for(60), "a row whose last pixels take OpenCV's scalar code goes to cv2.cvtColor"
+    assert kernel.exact_here() == ({"avx2", "fma"} <= flags)
+    if kernel.exact_here():
+        assert kernel.exact_for(224) and kernel.exact_for(64)
+    assert not kernel.exact_for(60), "a row whose last pixels take OpenCV's scalar code goes to cv2.cvtColor"
 
 
 @pytest.fixture
 def exact():
-    if not fork_kernel.exact_here():
+    if not kernel.exact_here():
         pytest.skip("OpenCV does not run its AVX2 + FMA3 HLS code on this CPU, so the pipeline uses cv2.cvtColor")
 
 
 def test_bgr_to_hls_matches_opencv_on_every_colour(exact):
     colours = every_colour()
-    np.testing.assert_array_equal(fork_kernel.convert(colours, to_bgr=False),
+    np.testing.assert_array_equal(kernel.convert(colours, to_bgr=False),
                                   cv2.cvtColor(colours, cv2.COLOR_BGR2HLS))
 
 
 def test_hls_to_bgr_matches_opencv_on_every_hls_triple(exact):
     triples = every_hls_triple()
-    np.testing.assert_array_equal(fork_kernel.convert(triples, to_hls=False), cv2.cvtColor(triples, cv2.COLOR_HLS2BGR))
+    np.testing.assert_array_equal(kernel.convert(triples, to_hls=False), cv2.cvtColor(triples, cv2.COLOR_HLS2BGR))
 
 
 def reference(bgr, offsets, mirror):
-    """The fork's pixels, written out: data.hsl_jitter, cv2.flip, RGB planes (x - MEAN_RGB) * SCALE in float32."""
+    """The fork's pixels, written out: kernel.hsl_jitter, cv2.flip, RGB planes (x - MEAN_RGB) * SCALE in float32."""
     if offsets is not None:
-        bgr = data.hsl_jitter(bgr, offsets)
+        bgr = kernel.hsl_jitter(bgr, offsets)
     if mirror:
         bgr = cv2.flip(bgr, 1)
     rgb = bgr[:, :, ::-1].transpose(2, 0, 1).astype(np.float32)
@@ -76,10 +77,10 @@ def test_jitter_mirror_and_normalisation_equal_opencv_on_every_colour(offsets):
     colours, mirror = every_colour(), sum(offsets) % 2 == 1
     rows = 512
     out = np.empty((3, rows, WIDTH), np.float32)
-    scratch = fork_kernel.Scratch(rows, WIDTH)
+    scratch = kernel.Scratch(rows, WIDTH)
     for top in range(0, len(colours), rows):
         chunk = colours[top:top + rows]
-        fork_kernel.augment_into(chunk, offsets, mirror, out, scratch)
+        kernel.augment_into(chunk, offsets, mirror, out, scratch)
         np.testing.assert_array_equal(out, reference(chunk, offsets, mirror), "rows %d.." % top)
 
 
@@ -90,8 +91,8 @@ def test_photograph_crops_equal_opencv_with_and_without_jitter(width):
     bgr = np.asarray(photo("coffee.png"))[:, :, ::-1]
     crop = cv2.resize(bgr, (width, 48), interpolation=cv2.INTER_CUBIC)
     out = np.empty((3, 48, width), np.float32)
-    scratch = fork_kernel.Scratch(48, width)
+    scratch = kernel.Scratch(48, width)
     for offsets in (None, (13, -27, 41)):
         for mirror in (False, True):
-            fork_kernel.augment_into(crop, offsets, mirror, out, scratch)
+            kernel.augment_into(crop, offsets, mirror, out, scratch)
             np.testing.assert_array_equal(out, reference(crop, offsets, mirror))

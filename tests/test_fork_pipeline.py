@@ -1,4 +1,4 @@
-"""The aug="fork" pipeline (dpn_mxnet/fork_pipeline.py, through training_data.train_iter) against the straightforward
+"""The aug="fork" pipeline (dpn_mxnet/data/pipeline.py, through training.train_iter) against the straightforward
 implementation in tools/dev/fork_reference.py, on the packed photographs (JPEGs of several sizes, greyscale, CMYK, PNG
 data, a 20x15 image): equal batches bit for bit across passes and padding, whatever the number of threads; batches
 that stay intact while later ones are made; JPEG decoding equal to OpenCV's; RecordIO records split in parts."""
@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dpn_mxnet import data, fork_draws, fork_pipeline, training_data
+from dpn_mxnet import data
+from dpn_mxnet.data import decode, draws, pipeline, spec, training
+from dpn_mxnet.data.records import MappedRecords
 
 from datasets import photo, run_tool
 from tools.dev.fork_reference import ThreadedRecordIter, draw, sample_rng
@@ -27,13 +29,13 @@ def arrays(batches, passes=2):
     return found
 
 
-def reference_batches(rec, size, seed, hsl=data.HSL, passes=2):
+def reference_batches(rec, size, seed, hsl=spec.HSL, passes=2):
     """The reference's batches of the passes of epochs 0, 1, ... (part 0 of 1), as ``arrays``."""
-    reference = ThreadedRecordIter(rec, data.keys_in_file_order(rec), data.ForkAugmenter(size, hsl=hsl), BATCH,
+    reference = ThreadedRecordIter(rec, data.keys_in_file_order(rec), spec.Augmentation(size, hsl=hsl), BATCH,
                                    size, 1)
     found = []
     for epoch in range(passes):
-        reference.start(data.pass_key(seed, 0, epoch))
+        reference.start(draws.pass_key(seed, 0, epoch))
         found += [(b.data[0].asnumpy(), b.label[0].asnumpy(), b.pad) for b in reference]
     return found
 
@@ -46,7 +48,7 @@ def test_batches_equal_the_reference_with_one_or_two_threads(photo_rec, seed, si
     assert [pad for _, _, pad in expected] == 2 * ([0] * (records // BATCH) + [-records % BATCH])
     assert not np.array_equal(expected[0][1], expected[len(expected) // 2][1]), "the second pass is reshuffled"
     for threads in (1, 2):
-        got = arrays(training_data.train_iter(photo_rec.train, BATCH, size, threads=threads, seed=seed, aug="fork"))
+        got = arrays(training.train_iter(photo_rec.train, BATCH, size, threads=threads, seed=seed, aug="fork"))
         assert len(got) == len(expected)
         for number, ((pixels, labels, pad), (ref_pixels, ref_labels, ref_pad)) in enumerate(zip(got, expected)):
             assert pad == ref_pad and np.array_equal(labels, ref_labels), "batch %d" % number
@@ -55,7 +57,7 @@ def test_batches_equal_the_reference_with_one_or_two_threads(photo_rec, seed, si
 
 def test_batches_without_jitter_or_mirror_equal_the_reference(photo_rec):
     expected = reference_batches(photo_rec.train, 64, 3, hsl=(0, 0, 0))
-    got = arrays(training_data.train_iter(photo_rec.train, BATCH, 64, threads=2, seed=3, aug="fork", hsl=(0, 0, 0)))
+    got = arrays(training.train_iter(photo_rec.train, BATCH, 64, threads=2, seed=3, aug="fork", hsl=(0, 0, 0)))
     for (pixels, labels, _), (ref_pixels, ref_labels, _) in zip(got, expected):
         np.testing.assert_array_equal(labels, ref_labels)
         np.testing.assert_array_equal(pixels, ref_pixels)
@@ -79,7 +81,7 @@ def test_records_that_need_opencv_equal_the_reference(tmp_path):
         writer.write_idx(key, mx.recordio.pack(mx.recordio.IRHeader(0, float(key), key, 0), encoded.getvalue()))
     writer.close()
     expected = reference_batches(rec, 64, 11, passes=3)
-    got = arrays(training_data.train_iter(rec, BATCH, 64, threads=2, seed=11, aug="fork"), passes=3)
+    got = arrays(training.train_iter(rec, BATCH, 64, threads=2, seed=11, aug="fork"), passes=3)
     assert len(got) == len(expected) == 6
     for (pixels, labels, pad), (ref_pixels, ref_labels, ref_pad) in zip(got, expected):
         assert pad == ref_pad and np.array_equal(labels, ref_labels)
@@ -89,7 +91,7 @@ def test_records_that_need_opencv_equal_the_reference(tmp_path):
 def test_batch_memory_is_reused_only_once_released():
     """An array goes out again only when nothing but the pool refers to it: not while MXNet holds the NDArray made
     from it, nor while a view of it (a worker's row) lives."""
-    memory = fork_pipeline.BatchMemory((2, 3, 4, 4))
+    memory = pipeline.BatchMemory((2, 3, 4, 4))
     batch = mx.nd.from_numpy(memory.take())
     row = memory.take()[1]
     assert len(memory) == 2
@@ -108,7 +110,7 @@ def test_batch_memory_is_reused_only_once_released():
 
 
 def test_a_batch_stays_intact_while_training_holds_it(photo_rec):
-    batches = training_data.train_iter(photo_rec.train, BATCH, 64, threads=2, aug="fork")
+    batches = training.train_iter(photo_rec.train, BATCH, 64, threads=2, aug="fork")
     held = batches.next()
     copy = held.data[0].asnumpy().copy()
     for _ in range(3):  # the next passes' batches are computed while the first is held
@@ -136,13 +138,13 @@ def test_decoding_equals_opencv(photo_rec, tmp_path):
         image.save(tmp_path / name, kind, **options)
         odd[name] = (tmp_path / name).read_bytes()
     records = encoded_records(photo_rec.train) + encoded_records(photo_rec.val)
-    assert all(fork_pipeline._exif_free_jpeg(buffer) for buffer in records)
-    assert [fork_pipeline._exif_free_jpeg(odd[name]) for name in ("exif", "cmyk", "png")] == [False, True, False]
+    assert all(decode.exif_free_jpeg(buffer) for buffer in records)
+    assert [decode.exif_free_jpeg(odd[name]) for name in ("exif", "cmyk", "png")] == [False, True, False]
     for buffer in records + list(odd.values()):
         expected = cv2.imdecode(np.frombuffer(buffer, np.uint8), cv2.IMREAD_COLOR)
-        np.testing.assert_array_equal(fork_pipeline.decode_bgr(buffer), expected)
-    assert fork_pipeline.decode_bgr(odd["exif"]).shape[:2] == source.size  # rotated: (rows, cols) = (width, height)
-    assert fork_pipeline.decode_bgr(b"\xff\xd8\xff\xe0 not a JPEG") is None
+        np.testing.assert_array_equal(decode.decode_bgr(buffer), expected)
+    assert decode.decode_bgr(odd["exif"]).shape[:2] == source.size  # rotated: (rows, cols) = (width, height)
+    assert decode.decode_bgr(b"\xff\xd8\xff\xe0 not a JPEG") is None
 
 
 def test_records_split_by_recordio_are_joined(tmp_path):
@@ -157,7 +159,7 @@ def test_records_split_by_recordio_are_joined(tmp_path):
     with open(rec, "rb") as stream:
         stream.seek(writer.idx[1])
         assert int.from_bytes(stream.read(8)[4:], "little") >> 29 == 1, "record 1 is stored in parts"
-    records = fork_pipeline.MappedRecords(rec)
+    records = MappedRecords(rec)
     assert [bytes(records.read(key)) for key in range(len(payloads))] == payloads
 
 
@@ -167,27 +169,27 @@ def test_an_undecodable_record_gives_a_one_line_error(tmp_path):
     for key in range(4):
         writer.write_idx(key, mx.recordio.pack(mx.recordio.IRHeader(0, 0, 7 + key, 0), b"\xff\xd8 not an image"))
     writer.close()
-    batches = training_data.train_iter(rec, 2, 32, threads=1, aug="fork")
+    batches = training.train_iter(rec, 2, 32, threads=1, aug="fork")
     with pytest.raises(data.DataError, match=r"^%s: record id \d \(byte \d+\) is not a decodable image$" % rec):
         batches.next()
 
 
-@pytest.mark.parametrize("augmenter", [data.ForkAugmenter(224), data.ForkAugmenter(64, hsl=(0, 0, 0)),
-                                       data.ForkAugmenter(32, 1, 1, (1, 1), (180, 255, 255), mirror=False),
-                                       data.ForkAugmenter(299, 0.5, 0.9, (0.5, 2.0), (5, 0, 0))],
+@pytest.mark.parametrize("augmentation", [spec.Augmentation(224), spec.Augmentation(64, hsl=(0, 0, 0)),
+                                          spec.Augmentation(32, 1, 1, (1, 1), (180, 255, 255), mirror=False),
+                                          spec.Augmentation(299, 0.5, 0.9, (0.5, 2.0), (5, 0, 0))],
                          ids=["defaults", "no-jitter", "whole-image", "other-ranges"])
-def test_compiled_draws_equal_numpys_generator(augmenter):
-    """fork_draws repeats SeedSequence, PCG64 and Generator.random/uniform/integers: its draws equal the plain
+def test_compiled_draws_equal_numpys_generator(augmentation):
+    """draws repeats SeedSequence, PCG64 and Generator.random/uniform/integers: its draws equal the plain
     Python ones (tools/dev/fork_reference.py) from np.random.default_rng([*key, position]), for keys as
-    data.pass_key makes them and longer values, and images from 1 x 1 to 2000 x 2000 pixels."""
+    draws.pass_key makes them and longer values, and images from 1 x 1 to 2000 x 2000 pixels."""
     rng = np.random.default_rng(7)
     keys = [(0, 0, 0, 0), (1, 0, 2, 1), (2**32 - 1, 2**32, 3, 0), (2**70 + 3, 0, 1, 0), (42,)]
     keys += [tuple(int(v) for v in rng.integers(0, 2**31, 4)) for _ in range(95)]
     for key in keys:
         positions = [int(p) for p in rng.integers(0, 2**20, 14)] + [0, 2**33 + 5, 2**96]
         shapes = [(1, 1)] + [(int(r), int(c)) for r, c in rng.integers(1, 2000, (16, 2))]
-        for position, shape, got in zip(positions, shapes, fork_draws.draws(augmenter, key, positions, shapes)):
-            window, offsets, mirror = draw(augmenter, *shape, sample_rng(key, position))
+        for position, shape, got in zip(positions, shapes, draws.sample_draws(augmentation, key, positions, shapes)):
+            window, offsets, mirror = draw(augmentation, *shape, sample_rng(key, position))
             assert got == (tuple(int(v) for v in window), offsets, mirror), (key, position, shape)
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import symbols
-from dpn_mxnet import checkpoint, data, devices, training_data
+from dpn_mxnet import checkpoint, cli, data, devices
+from dpn_mxnet.data import training
 from dpn_mxnet.fit import master_weights, state_digest, train_step, weights_digest
 
 from conftest import REPO
@@ -43,7 +44,7 @@ def train_ok(command):
     return done
 
 
-@pytest.mark.parametrize("aug", data.AUGMENTATIONS)
+@pytest.mark.parametrize("aug", cli.AUGMENTATIONS)
 def test_repeated_and_resumed_runs_are_bit_identical(tmp_path, digits_rec, aug):
     straight, repeated, resumed = tmp_path / "straight", tmp_path / "repeated", tmp_path / "resumed"
     for prefix in (straight, repeated):
@@ -113,8 +114,8 @@ def tiny_module(contexts, batch, kvstore=None):
 
 
 def digit_batches(digits, batch, count):
-    batches = training_data.train_iter(digits.train, batch, 32, threads=1, min_area=1, max_area=1, aspect=(1, 1),
-                              hsl=(0, 0, 0), mirror=False)
+    batches = training.train_iter(digits.train, batch, 32, threads=1, min_area=1, max_area=1, aspect=(1, 1),
+                                  hsl=(0, 0, 0), mirror=False)
     return [next(batches) for _ in range(count)]
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import symbols
-from dpn_mxnet import checkpoint, data, training_data
+from dpn_mxnet import checkpoint, data
+from dpn_mxnet.data import training
 from dpn_mxnet.fit import SUMMARY_TAG
 
 from conftest import REPO
@@ -75,8 +76,8 @@ def shard_gradients(digits, symbol, arg_params, aux_params, batch):
     """Summed loss gradients of each worker's shard (one batch each), computed here on one process."""
     gradients = []
     for part in (0, 1):
-        batches = training_data.train_iter(digits.train, batch, 32, num_parts=2, part_index=part, seed=part, threads=1,
-                                  min_area=1, max_area=1, aspect=(1, 1), hsl=(0, 0, 0), mirror=False)
+        batches = training.train_iter(digits.train, batch, 32, num_parts=2, part_index=part, seed=part, threads=1,
+                                      min_area=1, max_area=1, aspect=(1, 1), hsl=(0, 0, 0), mirror=False)
         shard = next(iter(batches))
         executor = symbol.simple_bind(mx.cpu(), data=shard.data[0].shape, softmax_label=shard.label[0].shape)
         executor.copy_params_from(arg_params, aux_params)
@@ -218,7 +219,7 @@ def test_resume_continues_from_the_saved_weights_and_momentum(tmp_path, digits_r
     copy_epoch(tiny_digits_run, 1, str(prefix))
     saved = checkpoint.load(str(prefix), 1).arg_params
     momenta = momentum_arrays(checkpoint.states_path(str(prefix), 1))
-    steps = training_data.batches_per_epoch(data.num_records(digits_rec.train), 1, 8)
+    steps = training.batches_per_epoch(data.num_records(digits_rec.train), 1, 8)
     for momentum, check in ((0, "kept"), (0.9, "moved")):
         done = run_train(train_command(digits_rec, prefix, "--batch-size", 8, "--num-epochs", 2, "--resume", 1,
                                        "--lr", 0, "--lr-steps", "", "--mom", momentum, "--allow-recipe-change",

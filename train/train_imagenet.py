@@ -24,7 +24,7 @@ if os.environ.get("DMLC_ROLE", "worker") != "worker":
 # MXNet and what needs it load on first use, once the command line is parsed (--help does not wait for them)
 mx = cli.lazy_import("mxnet")
 checkpoint, data, devices, fit_loop, training_data = (
-    cli.lazy_import("dpn_mxnet." + name) for name in ("checkpoint", "data", "devices", "fit", "training_data"))
+    cli.lazy_import("dpn_mxnet." + name) for name in ("checkpoint", "data", "devices", "fit", "data.training"))
 
 # The paper's rate: 0.316 (sqrt 0.1) for a global batch of 1280, scaled linearly to the actual global batch.
 REFERENCE_LR, REFERENCE_BATCH = 0.316, 1280

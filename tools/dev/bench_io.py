@@ -4,7 +4,7 @@ only decodes and resizes the same records (the practical limit of this CPU).
     python tools/dev/bench_io.py                  # 1 and 2 decode threads
     python tools/dev/bench_io.py --threads 1 2 4 --fork --repeats 5
 
---fork also times aug="fork" twice: the library's pipeline (dpn_mxnet/fork_pipeline.py) and the straightforward
+--fork also times aug="fork" twice: the library's pipeline (dpn_mxnet/data/pipeline.py) and the straightforward
 reference implementation it equals bit for bit (tools/dev/fork_reference.py). All figures are measured in one
 interleaved run; each printed figure is the median of --repeats measurements.
 
@@ -26,7 +26,8 @@ from tools.dev.fork_reference import ThreadedRecordIter
 
 # MXNet and what needs it load on first use, once the command line is parsed (--help does not wait for them)
 mx = cli.lazy_import("mxnet")
-data, training_data = (cli.lazy_import("dpn_mxnet." + name) for name in ("data", "training_data"))
+data, draws, spec, training = (cli.lazy_import("dpn_mxnet.data" + name)
+                               for name in ("", ".draws", ".spec", ".training"))
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 NODE_RATE = 5600  # img/s: 8 GPUs at timm's DPN-68 training speed (about 700 img/s each)
@@ -90,9 +91,8 @@ def mxnet_opencv_rate(rec, size, rounds):
 def reference_fork_iter(rec, batch, size, threads, batches, hsl):
     """aug="fork" as the straightforward reference implementation (tools/dev/fork_reference.py) computes it."""
     keys = data.keys_in_file_order(rec)
-    augmenter = data.ForkAugmenter(size, hsl=hsl)
-    reference = ThreadedRecordIter(rec, keys, augmenter, batch, size, threads)
-    reference.start(data.pass_key(0, 0, 0))
+    reference = ThreadedRecordIter(rec, keys, spec.Augmentation(size, hsl=hsl), batch, size, threads)
+    reference.start(draws.pass_key(0, 0, 0))
     return mx.io.ResizeIter(reference, batches)
 
 
@@ -100,13 +100,13 @@ WARM_UP = 4  # batches: thread start, first calls, and the batch memory a runnin
 
 
 def iterator_rate(rec, size, threads, batch, batches, aug, hsl):
-    """Images/s of training_data.train_iter (the authors' augmentation; aug "fork-reference": the tests' reference
+    """Images/s of training.train_iter (the authors' augmentation; aug "fork-reference": the tests' reference
     implementation of aug="fork") in a steady state: after WARM_UP batches."""
     if aug == "fork-reference":
         batches_iter = reference_fork_iter(rec, batch, size, threads, batches + WARM_UP, hsl)
     else:
-        batches_iter = training_data.train_iter(rec, batch, size, batches_per_epoch=batches + WARM_UP,
-                                                threads=threads, aug=aug, hsl=hsl)
+        batches_iter = training.train_iter(rec, batch, size, batches_per_epoch=batches + WARM_UP, threads=threads,
+                                           aug=aug, hsl=hsl)
     for _ in range(WARM_UP):
         batches_iter.next().data[0].wait_to_read()
 

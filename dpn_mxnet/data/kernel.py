@@ -1,12 +1,12 @@
-"""The pixel work of one ``aug="fork"`` sample after its resize: the mirror (``cv2.flip``), then, compiled with
-numba, the authors' HSL jitter (OpenCV's 8-bit BGR -> HLS, offsets added and clamped, HLS -> BGR) and the
-normalisation, written straight into the sample's row of a float32 NCHW batch.
+"""The pixel work of one ``aug="fork"`` sample once its draws are made: its crop window resized (bicubic), the mirror
+(``cv2.flip``), then, compiled with numba, the authors' HSL jitter (OpenCV's 8-bit BGR -> HLS, offsets added and
+clamped, HLS -> BGR) and the normalisation, written straight into the sample's row of a float32 NCHW batch.
 
 The HLS conversions repeat, operation by operation in float32, the AVX2 code of OpenCV 4.x's ``cv2.cvtColor``
 (``color_hsv.simd.hpp``), including its fused multiply-add in the hue, so both match ``cv2.cvtColor`` bit for bit
 (tests/test_fork_kernel.py checks all 16.7 M colours and all HLS triples). That holds only where this process's
 OpenCV runs that code: ``exact_for(width)`` says whether it does for rows of ``width`` pixels; elsewhere
-``augment_into`` does the jitter with ``cv2.cvtColor`` (``data.hsl_jitter``) and the rest here.
+``augment_into`` does the jitter with ``cv2.cvtColor`` (``hsl_jitter``) and the rest here.
 """
 import functools
 
@@ -16,7 +16,7 @@ import numba
 import numpy as np
 from numba.extending import intrinsic
 
-from dpn_mxnet import data
+from .pixels import MEAN_RGB, SCALE
 
 F = np.float32
 _INV255 = F(1) / F(255)
@@ -24,10 +24,20 @@ _HUE_SCALE = F(6) / F(180)  # HLS2RGB's hscale for the 8-bit range 0..180
 _SIXTH = F(1) / F(6)
 _EPS = F(np.finfo(np.float32).eps)  # FLT_EPSILON
 _ROUND = F(1 << 23)  # (x + 2**23) - 2**23 rounds 0 <= x < 2**22 to the nearest integer, ties to even (cvRound)
-_MEAN = tuple(F(m) for m in data.MEAN_RGB)
-_SCALE = F(data.SCALE)
+_MEAN = tuple(F(m) for m in MEAN_RGB)
+_SCALE = F(SCALE)
 _CV_CPU_AVX2, _CV_CPU_FMA3 = 11, 12  # OpenCV's CpuFeatures ids
 _SIMD_LANES = 8  # float32 lanes of OpenCV's AVX2 code; a row's last width % 8 pixels take its scalar code
+
+
+def hsl_jitter(bgr, offsets):
+    """Add offsets (dH, dS, dL) to a BGR uint8 image in OpenCV's HLS space, clamping H to [0, 180] and S, L to
+    [0, 255]: what ImageRecordIter's random_h/s/l and the fork's aug_torch (the same C++) do with their offsets."""
+    d_h, d_s, d_l = offsets
+    values = np.arange(256)
+    table = np.stack([np.clip(values + d_h, 0, 180), np.clip(values + d_l, 0, 255), np.clip(values + d_s, 0, 255)],
+                     axis=1).astype(np.uint8).reshape(1, 256, 3)
+    return cv2.cvtColor(cv2.LUT(cv2.cvtColor(bgr, cv2.COLOR_BGR2HLS), table), cv2.COLOR_HLS2BGR)
 
 
 @intrinsic
@@ -55,7 +65,7 @@ def exact_for(width):
 @numba.njit(inline="always")
 def _hls_row(b_row, g_row, r_row, d_h, d_s, d_l, cols):
     """BGR (0..255 as float32) -> OpenCV 8-bit HLS in place (H in b_row, L in g_row, S in r_row), with the offsets
-    added and clamped as ``data.hsl_jitter``'s table does."""
+    added and clamped as ``hsl_jitter``'s table does."""
     for x in range(cols):
         b, g, r = b_row[x] * _INV255, g_row[x] * _INV255, r_row[x] * _INV255
         high = max(max(r, g), b)
@@ -148,9 +158,10 @@ def _augment(blue, green, red, d_h, d_s, d_l, jitter, out, rows_buffer):
 
 
 class Scratch:
-    """One thread's working memory for ``augment_into`` on S x S' crops."""
+    """One thread's working memory for ``sample_into`` and ``augment_into`` on S x S' crops."""
 
     def __init__(self, rows, cols):
+        self.crop = np.empty((rows, cols, 3), np.uint8)
         self.mirrored = np.empty((rows, cols, 3), np.uint8)
         self.planes = [np.empty((rows, cols), np.uint8) for _ in range(3)]
         self.rows = np.empty((3, cols), np.float32)
@@ -162,12 +173,23 @@ def augment_into(crop, offsets, mirror, out, scratch):
     ``Scratch(H, W)`` owned by the calling thread."""
     jitter = offsets is not None
     if jitter and not exact_for(crop.shape[1]):
-        crop, jitter = data.hsl_jitter(crop, offsets), False
+        crop, jitter = hsl_jitter(crop, offsets), False
     d_h, d_s, d_l = offsets if jitter else (0, 0, 0)
     if mirror:  # the jitter acts on each pixel alone, so mirroring first changes nothing
         crop = cv2.flip(crop, 1, dst=scratch.mirrored if scratch.mirrored.shape == crop.shape else None)
     planes = cv2.split(crop, scratch.planes)  # into the scratch planes where their shape fits
     _augment(*planes, F(d_h), F(d_s), F(d_l), jitter, out, scratch.rows)
+
+
+def sample_into(image, draws, out, scratch):
+    """Write one sample of ``image`` (uint8 BGR) into ``out`` (float32 3 x S x S'): the window of its ``draws``
+    ((left, top, width, height), offsets, mirror) resized (bicubic) to S x S', then ``augment_into``. ``scratch``
+    is a ``Scratch(S, S')`` owned by the calling thread."""
+    (left, top, width, height), offsets, mirror = draws
+    rows, cols = scratch.crop.shape[:2]
+    cv2.resize(image[top:top + height, left:left + width], (cols, rows), dst=scratch.crop,
+               interpolation=cv2.INTER_CUBIC)
+    augment_into(scratch.crop, offsets, mirror, out, scratch)
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")

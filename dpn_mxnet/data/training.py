@@ -1,12 +1,18 @@
 """Training batches: the shards of a .rec that the workers of a job read, and the iterator whose every epoch is a
 pure function of (seed, shard, epoch), under either augmentation (``aug="stock"``: MXNet's ImageRecordIter;
-``aug="fork"``: the authors' fork, ``fork_pipeline``)."""
+``aug="fork"``: the authors' fork, ``pipeline``)."""
 import mxnet as mx
 import numpy as np
 
-from .data import (ASPECT, AUGMENTATIONS, BICUBIC, HSL, MAX_AREA, MIN_AREA, DataError, ForkAugmenter,
-                   normalisation, keys_in_file_order, num_records, pass_key, rec_paths, record_iter)
-from .fork_pipeline import ForkRecordIter
+from ..checks import DataError
+from ..cli import AUGMENTATIONS
+from .draws import pass_key
+from .image_record_iter import normalisation, record_iter
+from .pipeline import ForkRecordIter
+from .pixels import BICUBIC
+from .records import keys_in_file_order, num_records, rec_paths
+from .spec import Augmentation
+
 
 def shard_sizes(num_records, num_parts):
     """Records per part as ImageRecordIter splits an indexed .rec (dmlc's IndexedRecordIOSplitter: contiguous
@@ -24,21 +30,10 @@ def batches_per_epoch(num_records, num_parts, batch_size):
     return max(1, -(-(num_records // num_parts) // batch_size))
 
 
-def _check_augmentation(image_size, min_area, max_area, aspect, hsl):
-    if image_size < 1:
-        raise DataError("image_size must be positive, got %d" % image_size)
-    if not 0 < min_area <= max_area <= 1:
-        raise DataError("crop area fractions must satisfy 0 < min_area <= max_area <= 1, got %g, %g"
-                        % (min_area, max_area))
-    if len(aspect) != 2 or not 0 < aspect[0] <= aspect[1]:
-        raise DataError("aspect must be (min, max) with 0 < min <= max, got %s" % (aspect,))
-    if len(hsl) != 3 or min(hsl) < 0:
-        raise DataError("hsl must be three non-negative bounds (H, S, L), got %s" % (hsl,))
-
-
 def train_iter(rec, batch_size, image_size, num_parts=1, part_index=0, batches_per_epoch=None, threads=4, seed=0,
-               aug="stock", min_area=MIN_AREA, max_area=MAX_AREA, aspect=ASPECT, hsl=HSL, mirror=True):
-    """Shuffled training batches of part ``part_index`` of ``num_parts`` with the authors' augmentation, as an
+               aug="stock", **augmentation):
+    """Shuffled training batches of part ``part_index`` of ``num_parts`` with the authors' augmentation
+    (``spec.Augmentation(image_size, **augmentation)``: min_area, max_area, aspect, hsl, mirror), as an
     ``EpochBatches``: epoch e (``start_epoch(e)``) is a pure function of (seed, part_index, e), whatever ran
     before it and however many decode threads run.
 
@@ -47,10 +42,10 @@ def train_iter(rec, batch_size, image_size, num_parts=1, part_index=0, batches_p
     a ~ U[min_area, max_area] of the image and aspect w/h ~ U[aspect], inverted with probability 1/2, drawn up to
     ten times until the crop fits, else an unscaled centre crop), bicubic, random mirror, HSL jitter,
     normalisation. A new ImageRecordIter serves each pass, its shuffle ``seed`` and ``seed_aug`` drawn from
-    ``data.pass_key``; MXNet reseeds the augmentation of every record with ``seed_aug`` + its slot in the batch, so
+    ``draws.pass_key``; MXNet reseeds the augmentation of every record with ``seed_aug`` + its slot in the batch, so
     within one pass the slots of every batch repeat their draws (docs/determinism.md).
-    aug="fork": the crop geometry of the authors' fork (see ``ForkAugmenter``), computed in ``threads`` worker
-    threads (``fork_pipeline.ForkRecordIter``; threads, not processes: forking a process that already runs MXNet
+    aug="fork": the crop geometry of the authors' fork (see ``spec.Augmentation``), computed in ``threads`` worker
+    threads (``pipeline.ForkRecordIter``; threads, not processes: forking a process that already runs MXNet
     and OpenCV threads can hang the children), the same parts; every sample draws from its own generator.
     With ``batches_per_epoch`` an epoch has exactly that many batches, else one pass over the part.
     """
@@ -58,7 +53,7 @@ def train_iter(rec, batch_size, image_size, num_parts=1, part_index=0, batches_p
         raise DataError("aug must be one of %s, got %r" % (", ".join(AUGMENTATIONS), aug))
     if threads < 1:
         raise DataError("threads must be at least 1, got %d" % threads)
-    _check_augmentation(image_size, min_area, max_area, aspect, hsl)
+    transform = Augmentation(image_size, **augmentation)
     rec, idx = rec_paths(rec)
     if not 0 <= part_index < num_parts:
         raise DataError("part_index %d is outside 0..%d (num_parts %d)" % (part_index, num_parts - 1, num_parts))
@@ -71,18 +66,17 @@ def train_iter(rec, batch_size, image_size, num_parts=1, part_index=0, batches_p
         options = dict(
             path_imgrec=rec, path_imgidx=idx, data_shape=(3, image_size, image_size), batch_size=batch_size,
             num_parts=num_parts, part_index=part_index, shuffle=True, preprocess_threads=threads,
-            random_resized_crop=True, min_random_area=min_area, max_random_area=max_area,
-            min_aspect_ratio=aspect[0], max_aspect_ratio=aspect[1], rand_mirror=mirror,
-            random_h=hsl[0], random_s=hsl[1], random_l=hsl[2], inter_method=BICUBIC, verbose=False,
-            **normalisation())
+            random_resized_crop=True, min_random_area=transform.min_area, max_random_area=transform.max_area,
+            min_aspect_ratio=transform.aspect[0], max_aspect_ratio=transform.aspect[1], rand_mirror=transform.mirror,
+            random_h=transform.hsl[0], random_s=transform.hsl[1], random_l=transform.hsl[2], inter_method=BICUBIC,
+            verbose=False, **normalisation())
 
         def new_pass(key):
             shuffle_seed, aug_seed = record_iter_seeds(key)
             return record_iter(seed=shuffle_seed, seed_aug=aug_seed, **options)
     else:
-        augmenter = ForkAugmenter(image_size, min_area, max_area, aspect, hsl, mirror)
         keys = keys_in_file_order(rec)[part_index * shard[0]:][:shard[part_index]]
-        threaded = ForkRecordIter(rec, keys, augmenter, batch_size, image_size, threads)
+        threaded = ForkRecordIter(rec, keys, transform, batch_size, image_size, threads)
 
         def new_pass(key):
             threaded.start(key)
@@ -103,7 +97,7 @@ class EpochBatches(mx.io.DataIter):
     state, so a resumed run continues with the epoch after its checkpoint instead of replaying the first;
     ``reset()`` begins the next epoch. An epoch has ``batches_per_epoch`` batches (None: one pass): a part that
     ends sooner starts another pass of the same epoch (repeat 1, 2, ...), a longer one stops early.
-    ``new_pass(key)`` returns an iterator over one shuffled pass drawn from ``data.pass_key``."""
+    ``new_pass(key)`` returns an iterator over one shuffled pass drawn from ``draws.pass_key``."""
 
     def __init__(self, new_pass, stream, batch_size, provide_data, provide_label, batches_per_epoch=None):
         super().__init__(batch_size)

@@ -1,8 +1,8 @@
-"""The random draws of ``aug="fork"`` samples, compiled with numba. Sample ``position`` of the pass ``key``
-(``data.pass_key``) draws from numpy's ``np.random.default_rng([*key, position])`` (SeedSequence, PCG64,
-Generator), repeated here operation by operation so that ``random``, ``uniform`` and ``integers`` give the same
-numbers; the draws are those that ``data.ForkAugmenter`` describes. tools/dev/fork_reference.py holds the plain Python
-version they equal.
+"""The random draws of the authors' augmentation (aug="fork"): the key of a pass, the order in which a pass visits
+its records, and each sample's draws, compiled with numba. Sample ``position`` of the pass ``key`` (``pass_key``)
+draws from numpy's ``np.random.default_rng([*key, position])`` (SeedSequence, PCG64, Generator), repeated here
+operation by operation so that ``random``, ``uniform`` and ``integers`` give the same numbers; the draws are those
+that ``spec.Augmentation`` describes. tools/dev/fork_reference.py holds the plain Python version they equal.
 
 One call makes the draws of a whole batch, which is what makes them cheap.
 """
@@ -16,6 +16,17 @@ _HASH_A, _MULT_A, _HASH_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38
 _MIX_L, _MIX_R = 0xCA01F9DD, 0x4973F715
 _PCG_HIGH, _PCG_LOW = 0x2360ED051FC65DA4, 0x4385DF649FCCF645  # PCG64's 128-bit LCG multiplier
 _U = np.uint64
+
+
+def pass_key(seed, part, epoch, repeat=0):
+    """The entropy of one pass over a part: the seed, the part (a worker's rank), the epoch and, for a part that
+    an epoch runs through more than once, the repeat."""
+    return (seed, part, epoch, repeat)
+
+
+def pass_order(keys, key):
+    """The shuffled order of ``keys`` in the pass ``key`` (``pass_key``)."""
+    return np.random.default_rng(key).permutation(keys).tolist()
 
 
 @numba.njit(cache=True)
@@ -130,7 +141,7 @@ def _seed(pcg, entropy):
 @numba.njit(cache=True)
 def _draws(entropy, lengths, shapes, size, area, aspect, hsl, mirror, windows, offsets, mirrors):
     """Sample i's draws into windows[i] (left, top, width, height), offsets[i] and mirrors[i], in
-    ``data.ForkAugmenter``'s order: aspect (two numbers), swap, area, left, top, HSL (two each), mirror."""
+    ``spec.Augmentation``'s order: aspect (two numbers), swap, area, left, top, HSL (two each), mirror."""
     pcg = np.zeros(6, np.uint64)
     lo, hi = aspect[0], aspect[1]
     for i in range(len(lengths)):
@@ -181,7 +192,7 @@ def _entropy(key, positions):
     return entropy, lengths
 
 
-def draws(augmenter, key, positions, shapes):
+def sample_draws(augmentation, key, positions, shapes):
     """The draws of sample ``position`` of the pass ``key`` for each of ``positions``, made from
     ``np.random.default_rng([*key, position])`` for an image of the matching (rows, cols) of ``shapes``:
     ((left, top, width, height), [dH, dS, dL] or None for no jitter, mirror) per sample."""
@@ -189,9 +200,10 @@ def draws(augmenter, key, positions, shapes):
     if not count:
         return []
     windows, offsets, mirrors = np.zeros((count, 4), np.int64), np.zeros((count, 3), np.int64), np.zeros(count, bool)
-    _draws(*_entropy(key, positions), np.array(shapes, np.int64).reshape(count, 2), augmenter.size,
-           np.array(augmenter.area, np.float64), np.array(augmenter.aspect, np.float64),
-           np.array(augmenter.hsl, np.int64), bool(augmenter.mirror), windows, offsets, mirrors)
-    jitter = any(augmenter.hsl)
+    _draws(*_entropy(key, positions), np.array(shapes, np.int64).reshape(count, 2), augmentation.image_size,
+           np.array((augmentation.min_area, augmentation.max_area), np.float64),
+           np.array(augmentation.aspect, np.float64), np.array(augmentation.hsl, np.int64), bool(augmentation.mirror),
+           windows, offsets, mirrors)
+    jitter = any(augmentation.hsl)
     return [(tuple(window), list(offset) if jitter else None, bool(mirror))
             for window, offset, mirror in zip(windows.tolist(), offsets.tolist(), mirrors.tolist())]
