@@ -18,6 +18,7 @@ import symbols
 from symbols.dpn import STEM_NAME, final_name, parameter_layers
 from dpn_mxnet import checkpoint
 from dpn_mxnet.checkpoint import CheckpointError
+from dpn_mxnet.identify import parameter_shapes
 
 BN_PAIRS = (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"), ("moving_var", "running_var"))
 AUXILIARY = ("moving_mean", "moving_var")
@@ -61,7 +62,7 @@ def step_counters(network):
 
 def our_shapes(network, num_classes, classifier):
     """{our parameter name: shape} of ``network``, arguments and auxiliary states together."""
-    args, aux = checkpoint.parameter_shapes(symbols.get_symbol(network, num_classes, classifier), (1, 3, 224, 224))
+    args, aux = parameter_shapes(symbols.get_symbol(network, num_classes, classifier), (1, 3, 224, 224))
     return dict(args, **aux)
 
 
