@@ -13,7 +13,6 @@ import pytest
 import symbols
 from dpn_mxnet import checkpoint, data, identify, timm_weights
 from dpn_mxnet.sample_photos import sample_photo
-from symbols.dpn import parameter_layers
 from dpn_mxnet.packing import IMAGENET_CLASSES, read_class_table
 
 from checkpoints import msra_params
@@ -95,7 +94,7 @@ def assert_same_checkpoint(prefix, args, aux):
 def test_parameter_layers_name_every_parameter_but_the_classifier():
     for network in symbols.VARIANTS:
         listed = set()
-        for _, _, bn, conv in parameter_layers(network):
+        for _, _, bn, conv in symbols.parameter_layers(network):
             listed |= {"%s_%s" % (bn, field) for field in ("gamma", "beta", "moving_mean", "moving_var")} if bn else set()
             listed |= {conv + "_weight"} if conv else set()
         args, aux = identify.parameter_shapes(symbols.get_symbol(network), (1, 3, 224, 224))
