@@ -5,13 +5,15 @@ import resource
 import statistics
 import time
 
+import symbols
+
 MODES = ("train", "infer", "score")
 SCORE_SIZE = 320  # the authors' test size for the mean-max scoring graph
 
 
 def add_arguments(parser):
     """The options both benchmark scripts take."""
-    parser.add_argument("--network", default="dpn92", help="DPN variant (dpn68, dpn92, ...)")
+    parser.add_argument("--network", default="dpn92", help="DPN variant (%s)" % ", ".join(symbols.VARIANTS))
     parser.add_argument("--batch-size", type=int, default=16, help="images per step (per device with --gpus)")
     parser.add_argument("--size", type=int, default=None,
                         help="image side; default 224, or %d for --mode score" % SCORE_SIZE)

@@ -5,7 +5,9 @@ import argparse
 import importlib.util
 import sys
 
-VARIANT_NAMES = "dpn68, dpn68b, dpn92, dpn98, dpn107, dpn131"
+import symbols
+
+VARIANT_NAMES = ", ".join(symbols.VARIANTS)
 BAD_RECORDS = ("stop", "skip")     # --bad-records: stop at an undecodable image, or skip it
 AUGMENTATIONS = ("stock", "fork")  # --aug (docs/augmentation.md)
 

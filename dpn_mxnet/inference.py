@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import symbols
 
-from . import arrangement_policy, checkpoint
+from . import arrangement_policy, checkpoint, identify
 from .checks import DataError
 from .evaluation import inference_module
 from .packing import IMAGENET_CLASSES, read_class_table
@@ -13,7 +13,7 @@ from .packing import IMAGENET_CLASSES, read_class_table
 @dataclass
 class Model:
     checkpoint: checkpoint.Checkpoint
-    spec: checkpoint.ModelSpec
+    spec: identify.ModelSpec
     size: int           # the input size asked for, else the training size
     classes: list       # (id, name) per label
 
@@ -28,10 +28,10 @@ class Model:
 
 
 def load_model(prefix, epoch, network=None, num_classes=None, size=None, classes=None):
-    """The checkpoint ``prefix-epoch`` with its network (``checkpoint.model_spec``) and class names: the file
+    """The checkpoint ``prefix-epoch`` with its network (``identify.model_spec``) and class names: the file
     ``classes`` if given, else those the checkpoint carries, else ImageNet-1k's for 1000 classes, else numbers."""
     ckpt = checkpoint.load(prefix, epoch)
-    spec = checkpoint.model_spec(ckpt, network, num_classes)
+    spec = identify.model_spec(ckpt, network, num_classes)
     return Model(ckpt, spec, size or spec.train_size, class_table(ckpt.info, spec.num_classes, classes))
 
 

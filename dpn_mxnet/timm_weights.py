@@ -1,6 +1,6 @@
 """timm's DPN state dict <-> this project's parameters (the authors' names), checked strictly both ways.
 
-The key mapping comes from ``symbols.dpn.parameter_layers`` (the graph's own enumeration of its layers): timm
+The key mapping comes from ``symbols.parameter_layers`` (the graph's own enumeration of its layers): timm
 names the stem ``features.conv1_1``, unit ``convS_x__B`` ``features.convS_B`` (parts ``c1x1_w_s1``, ``c1x1_a``,
 ...), the final BN-ReLU ``features.conv5_bn_ac`` and the classifier ``classifier`` (a 1x1 convolution, so its
 weight is ours with two trailing unit axes). BatchNorm gamma, beta, moving mean and variance are timm's weight,
@@ -15,9 +15,9 @@ import mxnet as mx
 import numpy as np
 
 import symbols
-from symbols.dpn import STEM_NAME, final_name, parameter_layers
 from dpn_mxnet import checkpoint
 from dpn_mxnet.checkpoint import CheckpointError
+from dpn_mxnet.identify import parameter_shapes
 
 BN_PAIRS = (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"), ("moving_var", "running_var"))
 AUXILIARY = ("moving_mean", "moving_var")
@@ -31,9 +31,9 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 def timm_module(network, unit):
     """timm's module path of one of ``parameter_layers``' units."""
     cfg = symbols.resolve(network)
-    if unit == STEM_NAME:
+    if unit == symbols.STEM_NAME:
         return "features.conv1_1"
-    if unit == final_name(cfg):
+    if unit == symbols.final_name(cfg):
         return "features.conv%d_bn_ac" % (len(cfg.k_sec) + 1)
     stage, block = re.fullmatch(r"conv(\d+)_x__(\d+)", unit).groups()
     return "features.conv%s_%s" % (stage, block)
@@ -42,7 +42,7 @@ def timm_module(network, unit):
 def key_pairs(network, classifier):
     """[(our parameter name, 'arg' or 'aux', timm key)] for every tensor of ``network``, in graph order."""
     pairs = []
-    for unit, layer, bn, conv in parameter_layers(network):
+    for unit, layer, bn, conv in symbols.parameter_layers(network):
         module = timm_module(network, unit) + ("." + TIMM_PARTS[layer] if layer else "")
         if bn:
             pairs += [("%s_%s" % (bn, ours), "aux" if ours in AUXILIARY else "arg", "%s.bn.%s" % (module, theirs))
@@ -61,7 +61,7 @@ def step_counters(network):
 
 def our_shapes(network, num_classes, classifier):
     """{our parameter name: shape} of ``network``, arguments and auxiliary states together."""
-    args, aux = checkpoint.parameter_shapes(symbols.get_symbol(network, num_classes, classifier), (1, 3, 224, 224))
+    args, aux = parameter_shapes(symbols.get_symbol(network, num_classes, classifier), (1, 3, 224, 224))
     return dict(args, **aux)
 
 

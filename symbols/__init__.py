@@ -5,17 +5,17 @@ first use (PEP 562 ``__getattr__``), so that command lines can be parsed, and ``
 import importlib
 
 from .arrangement import ARRANGEMENTS, AUTHORS, CPU, CPU_LEAN, Arrangement
-from .config import DEFAULT_BATCH, VARIANTS, DPNConfig, default_classifier, resolve
+from .config import DEFAULT_BATCH, VARIANT_TABLE, VARIANTS, DPNConfig, Variant, default_classifier, resolve
 
 _BUILDERS = {".dpn": ("check_image_size", "check_num_classes", "feature_channels", "feature_size", "features",
-                      "get_symbol", "logits", "min_image_size"),
+                      "get_symbol", "logits", "min_image_size", "STEM_NAME", "final_name", "parameter_layers"),
              ".gluon": ("dpn_block",),
              ".meanmax": ("min_test_size", "score_logits", "score_symbol"),
              ".precompute": ("precompute_weights",)}
 _MODULE_OF = {name: module for module, names in _BUILDERS.items() for name in names}
 
-__all__ = ["ARRANGEMENTS", "AUTHORS", "CPU", "CPU_LEAN", "Arrangement", "DEFAULT_BATCH", "VARIANTS", "DPNConfig",
-           "default_classifier", "resolve", *_MODULE_OF]
+__all__ = ["ARRANGEMENTS", "AUTHORS", "CPU", "CPU_LEAN", "Arrangement", "DEFAULT_BATCH", "VARIANT_TABLE", "VARIANTS",
+           "DPNConfig", "Variant", "default_classifier", "resolve", *_MODULE_OF]
 
 
 def __getattr__(name):

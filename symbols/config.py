@@ -1,4 +1,4 @@
-"""Per-variant DPN settings (the authors' table) and custom configurations."""
+"""The table of the authors' DPN variants (configuration and default batch of each) and custom configurations."""
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -41,18 +41,28 @@ class DPNConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-# The authors' settings/symbol_dpn-*.py, one row each (SPEC section 1.1).
-VARIANTS = {
-    "dpn68": DPNConfig(10, 3, 128, 32, (3, 4, 12, 3), (16, 32, 32, 64), 64),
-    "dpn68b": DPNConfig(10, 3, 128, 32, (3, 4, 12, 3), (16, 32, 32, 64), 64, split_c=True, classifier_1k="fc6-1k"),
-    "dpn92": DPNConfig(64, 7, 96, 32, (3, 4, 20, 3), (16, 32, 24, 128), 256),
-    "dpn98": DPNConfig(96, 7, 160, 40, (3, 6, 20, 3), (16, 32, 32, 128), 256),
-    "dpn107": DPNConfig(128, 7, 200, 50, (4, 8, 20, 3), (20, 64, 64, 128), 256),
-    "dpn131": DPNConfig(128, 7, 160, 40, (4, 8, 28, 3), (16, 32, 32, 128), 256),
-}
+@dataclass(frozen=True)
+class Variant:
+    """One of the authors' networks: its configuration and its per-GPU batch in their speed table (README), the
+    training default. timm's DPN models carry the same names (tools/dev/timm_reference.py)."""
 
-# Per-GPU batch sizes of the authors' speed table (README), the training defaults.
-DEFAULT_BATCH = {"dpn68": 64, "dpn68b": 64, "dpn92": 32, "dpn98": 32, "dpn107": 24, "dpn131": 24}
+    config: DPNConfig
+    batch_size: int
+
+
+# The per-variant facts, one row each: the authors' settings/symbol_dpn-*.py (SPEC section 1.1) and batch sizes.
+# Every other list of variants (command-line names and help, default batches, timm's models) derives from it.
+VARIANT_TABLE = {
+    "dpn68": Variant(DPNConfig(10, 3, 128, 32, (3, 4, 12, 3), (16, 32, 32, 64), 64), 64),
+    "dpn68b": Variant(DPNConfig(10, 3, 128, 32, (3, 4, 12, 3), (16, 32, 32, 64), 64, split_c=True,
+                                classifier_1k="fc6-1k"), 64),
+    "dpn92": Variant(DPNConfig(64, 7, 96, 32, (3, 4, 20, 3), (16, 32, 24, 128), 256), 32),
+    "dpn98": Variant(DPNConfig(96, 7, 160, 40, (3, 6, 20, 3), (16, 32, 32, 128), 256), 32),
+    "dpn107": Variant(DPNConfig(128, 7, 200, 50, (4, 8, 20, 3), (20, 64, 64, 128), 256), 24),
+    "dpn131": Variant(DPNConfig(128, 7, 160, 40, (4, 8, 28, 3), (16, 32, 32, 128), 256), 24),
+}
+VARIANTS = {name: variant.config for name, variant in VARIANT_TABLE.items()}
+DEFAULT_BATCH = {name: variant.batch_size for name, variant in VARIANT_TABLE.items()}
 
 
 def resolve(network):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dpn_mxnet.sample_photos import NAMES, sample_photo
-from dpn_mxnet import checkpoint
+from dpn_mxnet import identify
 
 FEATURES = "conv5_x_x__relu-sp__relu_output"  # the authors' graph: the feature map before pooling
 
@@ -18,7 +18,7 @@ def msra_params(symbol, seed=0, data_shape=(1, 3, 224, 224)):
     mx.random.seed(seed)
     rng = np.random.RandomState(seed)
     init = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
-    arg_shapes, aux_shapes = checkpoint.parameter_shapes(symbol, data_shape)
+    arg_shapes, aux_shapes = identify.parameter_shapes(symbol, data_shape)
     args = {}
     for name, shape in arg_shapes.items():
         if name.endswith("_gamma"):

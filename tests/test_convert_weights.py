@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 import symbols
-from dpn_mxnet import checkpoint, data, timm_weights
+from dpn_mxnet import checkpoint, data, identify, timm_weights
 from dpn_mxnet.sample_photos import sample_photo
-from symbols.dpn import parameter_layers
 from dpn_mxnet.packing import IMAGENET_CLASSES, read_class_table
 
 from checkpoints import msra_params
@@ -95,10 +94,10 @@ def assert_same_checkpoint(prefix, args, aux):
 def test_parameter_layers_name_every_parameter_but_the_classifier():
     for network in symbols.VARIANTS:
         listed = set()
-        for _, _, bn, conv in parameter_layers(network):
+        for _, _, bn, conv in symbols.parameter_layers(network):
             listed |= {"%s_%s" % (bn, field) for field in ("gamma", "beta", "moving_mean", "moving_var")} if bn else set()
             listed |= {conv + "_weight"} if conv else set()
-        args, aux = checkpoint.parameter_shapes(symbols.get_symbol(network), (1, 3, 224, 224))
+        args, aux = identify.parameter_shapes(symbols.get_symbol(network), (1, 3, 224, 224))
         classifier = symbols.default_classifier(symbols.resolve(network), 1000)
         assert listed | {classifier + "_weight", classifier + "_bias"} == set(args) | set(aux), network
 
@@ -201,7 +200,7 @@ def timm_environment():
 def mxnet_logits(network, args, aux, images):
     """Our logits: the training graph at 224, the mean-max test graph above it."""
     size = images.shape[-1]
-    classifier = checkpoint.classifier_name(args)
+    classifier = identify.classifier_name(args)
     graph = (symbols.logits(network, 1000, classifier, size) if size == 224 else
              symbols.score_logits(network, 1000, classifier, size, meanmax=True))
     inputs = {n: v for n, v in args.items() if n in graph.list_arguments()}

@@ -11,7 +11,7 @@ import onnxruntime
 import pytest
 
 import symbols
-from dpn_mxnet import checkpoint, data
+from dpn_mxnet import checkpoint, data, identify
 from dpn_mxnet.evaluation import evaluate
 
 from conftest import REPO
@@ -116,7 +116,7 @@ def test_bn_refinement_averages_the_statistics_of_each_batch(tmp_path, digits_re
 
 def accuracy(prefix, epoch, rec):
     ckpt = checkpoint.load(prefix, epoch)
-    spec = checkpoint.model_spec(ckpt)
+    spec = identify.model_spec(ckpt)
     batches = data.val_iter(rec, 20, spec.train_size, threads=1)
     module = mx.mod.Module(symbols.get_symbol(spec.network, spec.num_classes, image_size=spec.train_size))
     module.bind(batches.provide_data, batches.provide_label, for_training=False)

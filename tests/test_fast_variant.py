@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import symbols
-from dpn_mxnet import arrangement_policy, checkpoint
+from dpn_mxnet import arrangement_policy, checkpoint, identify
 from dpn_mxnet.evaluation import inference_module
 
 from checkpoints import assert_depends_on_input, msra_params
@@ -29,7 +29,7 @@ def random_params(symbol, seed, data_shape=(BATCH, 3, SIZE, SIZE)):
     training step, where every BatchNorm normalises with its batch's statistics, to depend on the input; not in
     inference mode (``checkpoints.msra_params`` there)."""
     rng = np.random.RandomState(seed)
-    arg_shapes, aux_shapes = checkpoint.parameter_shapes(symbol, data_shape)
+    arg_shapes, aux_shapes = identify.parameter_shapes(symbol, data_shape)
     args = {n: mx.nd.array(rng.normal(0, 0.05, s)) for n, s in arg_shapes.items()}
     aux = {n: mx.nd.array(rng.uniform(0.5, 1.5, s)) for n, s in aux_shapes.items()}
     return args, aux

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import symbols
-from dpn_mxnet import checkpoint
+from dpn_mxnet import checkpoint, identify
 
 from checkpoints import FEATURES, assert_depends_on_input, msra_params
 from conftest import REPO
@@ -117,7 +117,7 @@ def test_custom_configuration_trains_at_small_sizes(size):
     classifier, and SGD on a fixed batch of 4 different images learns their 4 labels."""
     symbol = symbols.get_symbol(TINY, num_classes=10, image_size=size)
     assert symbols.feature_channels(TINY) == 64 + 4 * 8
-    assert checkpoint.parameter_shapes(symbol, (4, 3, size, size))[0]["fc6_weight"] == (10, 64 + 4 * 8)
+    assert identify.parameter_shapes(symbol, (4, 3, size, size))[0]["fc6_weight"] == (10, 64 + 4 * 8)
     module = mx.mod.Module(symbol, context=mx.cpu())
     module.bind(data_shapes=[("data", (4, 3, size, size))], label_shapes=[("softmax_label", (4,))])
     mx.random.seed(size)

@@ -17,7 +17,8 @@ from dpn_mxnet import cli
 from dpn_mxnet.checks import UsageError, check_output_folder, check_positive
 
 # MXNet and what needs it load on first use, once the command line is parsed (--help does not wait for them)
-checkpoint, timm_weights = (cli.lazy_import("dpn_mxnet." + name) for name in ("checkpoint", "timm_weights"))
+checkpoint, identify, timm_weights = (cli.lazy_import("dpn_mxnet." + name)
+                                      for name in ("checkpoint", "identify", "timm_weights"))
 
 CLASSIFIERS = ("fc6", "fc6-1k")
 
@@ -74,7 +75,7 @@ def to_timm(args):
     check_output_folder(os.path.dirname(os.path.abspath(args.out)), "-o/--out")
     refuse_overwrite(args.out)
     ckpt = checkpoint.load(args.model_prefix, args.load_epoch)
-    spec = checkpoint.model_spec(ckpt, args.network, args.num_classes)
+    spec = identify.model_spec(ckpt, args.network, args.num_classes)
     state = timm_weights.to_timm(ckpt.arg_params, ckpt.aux_params, spec.network, spec.num_classes, spec.classifier,
                                  source=checkpoint.params_path(args.model_prefix, args.load_epoch))
     timm_weights.write_state(args.out, state)

@@ -10,7 +10,7 @@ import symbols
 from dpn_mxnet import cli
 
 # MXNet and what needs it load on first use, once the command line is parsed (--help does not wait for them)
-checkpoint = cli.lazy_import("dpn_mxnet.checkpoint")
+identify = cli.lazy_import("dpn_mxnet.identify")
 
 MIB = 2.0 ** 20
 
@@ -18,7 +18,7 @@ MIB = 2.0 ** 20
 def parameter_counts(symbol, image_size=224):
     """(argument count, auxiliary count): elements of the learned tensors and of the BN running statistics."""
     return tuple(sum(int(np.prod(shape)) for shape in shapes.values())
-                 for shapes in checkpoint.parameter_shapes(symbol, (1, 3, image_size, image_size)))
+                 for shapes in identify.parameter_shapes(symbol, (1, 3, image_size, image_size)))
 
 
 def multiply_adds(symbol, image_size):

@@ -23,8 +23,8 @@ if os.environ.get("DMLC_ROLE", "worker") != "worker":
 
 # MXNet and what needs it load on first use, once the command line is parsed (--help does not wait for them)
 mx = cli.lazy_import("mxnet")
-checkpoint, data, devices, fit_loop, training_data = (
-    cli.lazy_import("dpn_mxnet." + name) for name in ("checkpoint", "data", "devices", "fit", "data.training"))
+checkpoint, data, devices, fit_loop, identify, training_data = (cli.lazy_import("dpn_mxnet." + name) for name in (
+    "checkpoint", "data", "devices", "fit", "identify", "data.training"))
 
 # The paper's rate: 0.316 (sqrt 0.1) for a global batch of 1280, scaled linearly to the actual global batch.
 REFERENCE_LR, REFERENCE_BATCH = 0.316, 1280
@@ -277,13 +277,13 @@ def initial_params(args, symbol, data_shape, begin_epoch, logger):
     """(arg_params, aux_params) to start from: a resumed epoch, released weights, or None (initializer)."""
     if begin_epoch:
         saved = checkpoint.load(args.model_prefix, begin_epoch)
-        checkpoint.check_fits(symbol, saved.arg_params, saved.aux_params, data_shape,
-                              "%s with %d classes" % (args.name, args.num_classes))
+        identify.check_fits(symbol, saved.arg_params, saved.aux_params, data_shape,
+                            "%s with %d classes" % (args.name, args.num_classes))
         logger.info("resuming from %s", checkpoint.params_path(args.model_prefix, begin_epoch))
         return saved.arg_params, saved.aux_params
     if args.pretrained:
         classifier = args.classifier or symbols.default_classifier(args.config, args.num_classes)
-        weights = checkpoint.pretrained_subset(args.pretrained, symbol, classifier, data_shape, args.name)
+        weights = identify.pretrained_subset(args.pretrained, symbol, classifier, data_shape, args.name)
         logger.info("initial weights from %s: %s", args.pretrained, weights.summary)
         return weights.arg_params, weights.aux_params
     return None, None

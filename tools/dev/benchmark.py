@@ -18,8 +18,8 @@ from dpn_mxnet import arrangement_policy, benchmarking, cli
 
 # MXNet and what needs it load on first use, once the command line is parsed (--help does not wait for them)
 mx = cli.lazy_import("mxnet")
-checkpoint, devices, evaluation, fit = (cli.lazy_import("dpn_mxnet." + name)
-                                        for name in ("checkpoint", "devices", "evaluation", "fit"))
+devices, evaluation, fit, identify = (cli.lazy_import("dpn_mxnet." + name)
+                                      for name in ("devices", "evaluation", "fit", "identify"))
 
 
 def parse_args(argv=None):
@@ -58,7 +58,7 @@ def random_params(symbol, data_shape, initializer):
     """(arguments, auxiliary states) of ``symbol`` for inputs of ``data_shape``, as ``initializer`` sets them."""
     attrs = symbol.attr_dict()
     params = tuple({name: mx.nd.zeros(shape) for name, shape in shapes.items()}
-                   for shapes in checkpoint.parameter_shapes(symbol, data_shape))
+                   for shapes in identify.parameter_shapes(symbol, data_shape))
     for arrays in params:
         for name, array in arrays.items():
             initializer(mx.init.InitDesc(name, attrs.get(name)), array)

@@ -27,7 +27,7 @@ import sys
 import time
 
 import symbols
-from dpn_mxnet import checkpoint, cli
+from dpn_mxnet import cli, identify
 from tools.dev import cluster as simulated
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -57,8 +57,8 @@ def parse_args(argv=None):
 
 def parameter_sizes(network, size):
     """Element counts of the network's learned arrays, in the order the Module gives them to the kvstore."""
-    shapes, _ = checkpoint.parameter_shapes(symbols.get_symbol(network, 1000, image_size=size),
-                                            (1, 3, size, size))
+    shapes, _ = identify.parameter_shapes(symbols.get_symbol(network, 1000, image_size=size),
+                                          (1, 3, size, size))
     return [int(_product(shape)) for shape in shapes.values()]
 
 

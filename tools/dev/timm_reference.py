@@ -20,9 +20,8 @@ import torch
 from timm.layers import apply_test_time_pool
 from timm.models import load_checkpoint
 
+import symbols
 from dpn_mxnet import cli
-
-VARIANTS = ("dpn68", "dpn68b", "dpn92", "dpn98", "dpn107", "dpn131")
 
 
 def parse_args(argv=None):
@@ -41,7 +40,7 @@ def manifest():
     """JSON text {"timm": version, "torch": version, "models": {variant: {key: [shape, dtype]}}}, one key a
     line."""
     models = []
-    for name in VARIANTS:
+    for name in symbols.VARIANTS:  # timm's names are ours
         state = timm.create_model(name, pretrained=False).state_dict()
         rows = ("  %s: %s" % (json.dumps(k), json.dumps([list(v.shape), str(v.dtype).replace("torch.", "")]))
                 for k, v in state.items())
