@@ -126,9 +126,9 @@ def fit(module, train_batches, val_batches, begin_epoch, num_epoch, save, log_ev
             summary.update(val_top1_error=round(scores.top1_error, 3),
                            **{"val_top%d_error" % scores.k: round(scores.topk_error, 3)},
                            val_images=scores.count, val_images_per_second=round(scores.images_per_second, 2))
-        logger.info("%s %s", SUMMARY_TAG, json.dumps(summary))
         with progress.writing():
             save(epoch + 1, summary)
+        logger.info("%s %s", SUMMARY_TAG, json.dumps(summary))  # after the save: the log names committed epochs
 
 
 def _validation_progress(progress):
