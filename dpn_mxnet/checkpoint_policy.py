@@ -20,9 +20,10 @@ def add_arguments(group):
                        help="of the older epochs, keep the .params and recipe of every M-th epoch (0: none)")
 
 
-def check(keep_last, keep_every):
-    """A UsageError for retention flags out of range (--save-period is checked with the other counts)."""
-    if keep_last < 0 or keep_every < 0:
+def check(options):
+    """A UsageError for retention flags out of range in ``options`` ({destination: value}; --save-period is
+    checked with the other counts)."""
+    if options["keep_last"] < 0 or options["keep_every"] < 0:
         raise UsageError("--keep-last and --keep-every must be 0 or more")
 
 
@@ -54,6 +55,12 @@ class CheckpointPolicy:
     def __init__(self, prefix, last_epoch, save_period=1, keep_last=3, keep_every=10, writes=True, logger=logging):
         self.prefix, self.last_epoch, self.save_period = prefix, last_epoch, save_period
         self.keep_last, self.keep_every, self.writes, self.logger = keep_last, keep_every, writes, logger
+
+    @classmethod
+    def from_options(cls, options, writes=True, logger=logging):
+        """The policy of a run's ``options`` ({destination: value} of its flags)."""
+        return cls(options["model_prefix"], options["num_epochs"], options["save_period"], options["keep_last"],
+                   options["keep_every"], writes, logger)
 
     def clean_up(self, overwrite=False):
         """At the start of a run: remove what interrupted saves left, and with ``overwrite`` the prefix's run."""

@@ -176,7 +176,7 @@ def validate(parser, options):
     if any(options[name] is not None and options[name] <= 0 for name in ("batch_size", "num_epochs", "save_period")):
         parser.error("--batch-size, --num-epochs and --save-period must be positive")
     try:
-        checkpoint_policy.check(options["keep_last"], options["keep_every"])
+        checkpoint_policy.check(options)
         if not options["benchmark"] and not options["data_train"]:
             raise UsageError("--data-train is required (or --benchmark for synthetic data)")
         check_positive("--lr", options["lr"], zero=True)  # 0 freezes the weights (BN statistics still move)
@@ -509,8 +509,7 @@ def set_up(args, kv, scratch, logger):
     symbol = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.size, args.dtype,
                                 arrangement=arrangement)
     exact = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.size)
-    policy = checkpoint_policy.CheckpointPolicy(args.model_prefix, args.num_epochs, args.save_period,
-                                                args.keep_last, args.keep_every, writes=kv.rank == 0, logger=logger)
+    policy = checkpoint_policy.CheckpointPolicy.from_options(args.options, writes=kv.rank == 0, logger=logger)
     if not args.benchmark:
         policy.clean_up(args.overwrite)
     recs, skipped = readable_data(args, kv, scratch, logger)
@@ -569,13 +568,13 @@ def model_info(args):
             "image_size": args.size, **({"classes": args.classes} if args.classes else {})}
 
 
-def learning_rate(args, kv, devices, logger):
+def learning_rate(args, kv, device_count, logger):
     """The base learning rate and the run's recipe: --lr (or the recipe's), else 0.316 per 1280 images of the
     global batch; for a resumed run whose world changed, as ``check_world`` says."""
-    global_batch = args.batch_size * devices * (kv.num_workers if "dist" in args.kv_store else 1)
+    global_batch = args.batch_size * device_count * (kv.num_workers if "dist" in args.kv_store else 1)
     lr = args.lr if args.lr is not None else REFERENCE_LR * global_batch / REFERENCE_BATCH
-    lr = check_world(args, {"world_size": kv.num_workers, "devices": devices}, lr, logger)
-    return lr, recipe.make(dict(args.recipe_flags(), lr=lr), kv.num_workers, devices)
+    lr = check_world(args, {"world_size": kv.num_workers, "devices": device_count}, lr, logger)
+    return lr, recipe.make(dict(args.recipe_flags(), lr=lr), kv.num_workers, device_count)
 
 
 def check_world(args, world, lr, logger):
