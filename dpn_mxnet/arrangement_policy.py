@@ -8,6 +8,7 @@ import os
 
 import symbols
 
+from . import environment
 from .checks import UsageError
 
 CHOICES = ("auto",) + tuple(symbols.ARRANGEMENTS)
@@ -51,11 +52,5 @@ def choose(choice, contexts, dtype="float32"):
 def bind_settings(arrangement):
     """The environment for binding a graph in ``arrangement`` (a symbols.Arrangement): BIND_ENVIRONMENT for the
     CPU arrangements, except variables the user has set; the environment as it was afterwards."""
-    added = {} if arrangement == symbols.AUTHORS else {name: value for name, value in BIND_ENVIRONMENT.items()
-                                                       if name not in os.environ}
-    os.environ.update(added)
-    try:
+    with environment.defaults({} if arrangement == symbols.AUTHORS else BIND_ENVIRONMENT):
         yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)

@@ -234,25 +234,6 @@ def write_metrics(prefix, summary=None, through=None):
     atomic_write(metrics_path(prefix), write)
 
 
-def apply_retention(prefix, keep_last, keep_every):
-    """Delete what the retention keeps no longer: the last ``keep_last`` saved epochs keep .params, .states and
-    recipe (0: every epoch keeps them); of the older ones, every ``keep_every``-th epoch keeps its .params and
-    recipe (0: none). The .params goes first, so a cut-short deletion never leaves an epoch that looks complete
-    without its states. Returns the paths deleted."""
-    epochs = available_epochs(prefix)
-    older = epochs[:-keep_last] if keep_last else []
-    deleted = []
-    for epoch in older:
-        kept_params = keep_every and epoch % keep_every == 0
-        paths = [states_path(prefix, epoch)] if kept_params else [
-            params_path(prefix, epoch), states_path(prefix, epoch), recipe_path(prefix, epoch)]
-        for path in paths:
-            if os.path.exists(path):
-                os.remove(path)
-                deleted.append(path)
-    return deleted
-
-
 def available_epochs(prefix):
     """Epochs under ``prefix`` whose weights count, ascending: those with a .params file and, in a training run's
     prefix (one with a metrics file), a committed set whose .params and recipe are whole (``epoch_problem``; the

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import symbols
-from dpn_mxnet import checkpoint, cli, data, devices
+from dpn_mxnet import checkpoint, checkpoint_policy, cli, data, devices
 from dpn_mxnet.data import training
 from dpn_mxnet.fit import master_weights, state_digest, train_step, weights_digest
 
@@ -221,11 +221,11 @@ def test_retention_keeps_what_it_says(tmp_path):
         checkpoint.save(str(prefix), epoch, symbol, {"fc6_bias": mx.nd.ones(10)}, {},
                         lambda path: open(path, "wb").close(), recipe={"flags": {}, "epoch": epoch},
                         metrics={"epoch": epoch})
-        checkpoint.apply_retention(str(prefix), keep_last=2, keep_every=3)
+        checkpoint_policy.apply_retention(str(prefix), keep_last=2, keep_every=3)
     assert files(prefix) == ["r-0003.params", "r-0003.recipe.json", "r-0006.params", "r-0006.recipe.json",
                              "r-0006.states", "r-0007.params", "r-0007.recipe.json", "r-0007.states"]
     assert [s["epoch"] for s in checkpoint.read_metrics(checkpoint.metrics_path(str(prefix)))] == list(range(1, 8))
-    assert checkpoint.apply_retention(str(prefix), keep_last=0, keep_every=0) == []  # 0: keep everything
+    assert checkpoint_policy.apply_retention(str(prefix), keep_last=0, keep_every=0) == []  # 0: keep everything
 
 
 def dist_command(digits, prefix, aug, *options):

@@ -3,6 +3,8 @@
     python train/train_imagenet.py --network dpn92 --data-train train.rec --data-val val.rec --gpus 0,1,2,3
     python tools/launch.py -n 10 -H hosts $PWD/.venv/bin/python train/train_imagenet.py --kv-store dist_sync ...
 """
+import dataclasses
+import functools
 import logging
 import os
 import socket
@@ -10,9 +12,10 @@ import statistics
 import sys
 import tempfile
 import traceback
+import types
 
 import symbols
-from dpn_mxnet import arrangement_policy, benchmarking, cli, packing, recipe, run_lock
+from dpn_mxnet import arrangement_policy, benchmarking, checkpoint_policy, cli, environment, packing, recipe, run_lock
 from dpn_mxnet.checks import (DataError, UsageError, check_devices, check_launched, check_output_folder,
                               check_positive, describe_error)
 from dpn_mxnet.launcher.progress import Progress
@@ -78,7 +81,7 @@ def build_parser():
 
     out = parser.add_argument_group("checkpoints and logs")
     out.add_argument("--model-prefix", help="checkpoint prefix (default: checkpoints/<network>)")
-    out.add_argument("--save-period", type=int, default=1, help="save every N epochs (and after the last)")
+    checkpoint_policy.add_arguments(out)
     out.add_argument("--resume", help="'auto' (last complete epoch under --model-prefix) or an epoch number: "
                                       "weights, BN statistics, optimizer state and the recipe of that epoch, and "
                                       "the data of the next one (default: none, a fresh start)")
@@ -91,10 +94,6 @@ def build_parser():
                      help="start a new run on a --model-prefix that holds another run's epochs, deleting them")
     out.add_argument("--recipe", help="start a new run from a saved recipe (a P-NNNN.recipe.json); flags given "
                                       "override it; a --resume that finds a checkpoint uses the checkpoint's")
-    out.add_argument("--keep-last", type=int, default=3,
-                     help="keep .params, .states and recipe of the last K saved epochs (0: of every epoch)")
-    out.add_argument("--keep-every", type=int, default=10,
-                     help="of the older epochs, keep the .params and recipe of every M-th epoch (0: none)")
     out.add_argument("--pretrained", help="initial weights: a .params file (ours or the authors'); tensors that "
                                           "do not fit, e.g. another classifier, are left to the initializer")
     out.add_argument("--disp-batches", type=int, default=20, help="log speed and metrics every N batches")
@@ -104,68 +103,132 @@ def build_parser():
     return parser
 
 
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A training run's configuration, built once by ``parse_args`` and read-only after. Each option is an
+    attribute (``config.wd``): the command's value, else its recipe's, with the defaults that depend on other
+    options filled in (--model-prefix, --num-classes, --batch-size, --kv-store, --arrangement); --lr stays None
+    when the rate follows the global batch, known once the job has started (``learning_rate``)."""
+    options: types.MappingProxyType
+    name: str               # the variant's name, or dpn-custom for a JSON configuration
+    config: object          # the network (symbols.DPNConfig)
+    classes: object         # the class list of the training set, or None
+    contexts: tuple         # the MXNet contexts of --gpus
+    begin_epoch: int        # the epoch resumed, 0 for a fresh start
+    base_recipe: object     # the recipe resumed or started from (--recipe), or None
+    notes: tuple            # what --resume passed over and what the recipe changed, logged once the log is open
+    created_folders: tuple  # the output folders this command made, deepest first (a failed start removes them)
+
+    def __getattr__(self, name):
+        options = self.__dict__.get("options", {})
+        if name in options:
+            return options[name]
+        raise AttributeError("%s has no %r" % (type(self).__name__, name))
+
+    def recipe_flags(self):
+        """{destination: value} of the options that decide the result (``RECIPE_FLAGS``), the data as given."""
+        return {name: self.options[name] for name in RECIPE_FLAGS}
+
+
 def parse_args(argv=None):
+    """The run's configuration (a RunConfig), in named steps: parse, recipe, validate, resolve, output folders. A
+    usage error ends the process with one line (status 2; 1 for an output folder it cannot write), and so does a
+    run that has nothing to do (status 0)."""
     parser = build_parser()
+    options, given = parse(parser, argv)
+    try:
+        begin_epoch, resume_notes = (0, ()) if options["benchmark"] else resume_epoch(options)
+        options, base_recipe, recipe_notes = apply_recipe(options, given, begin_epoch)
+    except (UsageError, recipe.RecipeError, checkpoint.CheckpointError, run_lock.PrefixInUse) as err:
+        parser.error(str(err))
+    if options["resume"] and begin_epoch >= options["num_epochs"]:
+        parser.exit(0, "%s: nothing to do: %s-%04d is saved and --num-epochs is %d (give a larger --num-epochs to "
+                       "train on)\n" % (parser.prog, options["model_prefix"], begin_epoch, options["num_epochs"]))
+    validate(parser, options)
+    options, resolved = resolve(parser, options)
+    return RunConfig(options=types.MappingProxyType(options), begin_epoch=begin_epoch, base_recipe=base_recipe,
+                     notes=tuple(resume_notes) + tuple(recipe_notes),
+                     created_folders=tuple(output_folders(parser, options)), **resolved)
+
+
+def parse(parser, argv):
+    """The command line: {destination: value} (--lr-steps a list of epochs, --model-prefix defaulted from the
+    network as given) and the destinations of the options it gave."""
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else [str(word) for word in argv]
     given = {action.dest for action in parser._actions
              if any(word.split("=", 1)[0] in action.option_strings for word in argv)}
     try:
-        args.lr_steps = [float(s) for s in args.lr_steps.split(",") if s.strip()]
+        lr_steps = [float(s) for s in args.lr_steps.split(",") if s.strip()]
     except ValueError:
         parser.error("--lr-steps: expected comma-separated epochs, got %r" % args.lr_steps)
-    args.name = args.network if args.network in symbols.VARIANTS else "dpn-custom"
-    args.model_prefix = args.model_prefix or os.path.join("checkpoints", args.name)
-    args.resume_notes = []  # what --resume auto passed over, logged once the log is open
-    try:
-        args.begin_epoch = 0 if args.benchmark else resume_epoch(args)
-        apply_recipe(args, given)
-    except (UsageError, recipe.RecipeError, checkpoint.CheckpointError, run_lock.PrefixInUse) as err:
-        parser.error(str(err))
-    if args.resume and args.begin_epoch >= args.num_epochs:
-        parser.exit(0, "%s: nothing to do: %s-%04d is saved and --num-epochs is %d (give a larger --num-epochs to "
-                       "train on)\n" % (parser.prog, args.model_prefix, args.begin_epoch, args.num_epochs))
+    model_prefix = args.model_prefix or os.path.join("checkpoints", variant_name(args.network))
+    return dict(vars(args), lr_steps=lr_steps, model_prefix=model_prefix), given
 
+
+def variant_name(network):
+    """The name of the --network ``network``: a variant's, or dpn-custom for a JSON configuration."""
+    return network if network in symbols.VARIANTS else "dpn-custom"
+
+
+def validate(parser, options):
+    """Usage errors in the values of the options, before anything is read or probed for them."""
+    if any(options[name] is not None and options[name] <= 0 for name in ("batch_size", "num_epochs", "save_period")):
+        parser.error("--batch-size, --num-epochs and --save-period must be positive")
     try:
-        args.classes = take_classes(args)
+        checkpoint_policy.check(options)
+        if not options["benchmark"] and not options["data_train"]:
+            raise UsageError("--data-train is required (or --benchmark for synthetic data)")
+        check_positive("--lr", options["lr"], zero=True)  # 0 freezes the weights (BN statistics still move)
+    except UsageError as err:
+        parser.error(str(err))
+
+
+def resolve(parser, options):
+    """The defaults that depend on other options, the training set or the machine, each checked: returns the
+    options with them filled in, and the RunConfig's other fields (name, network, classes, contexts)."""
+    try:
+        num_classes, classes = take_classes(options)
     except UsageError as err:
         parser.error(str(err))
     except DataError as err:
         parser.exit(INPUT_ERROR_STATUS, "error: %s\n" % err)
     try:
-        args.config = symbols.resolve(args.network)
-        symbols.check_num_classes(args.num_classes)
-        symbols.check_image_size(args.config, args.size)
+        config = symbols.resolve(options["network"])
+        symbols.check_num_classes(num_classes)
+        symbols.check_image_size(config, options["size"])
     except ValueError as err:
         parser.error("--network/--num-classes/--size: %s" % err)
-    if args.batch_size is None:
-        args.batch_size = symbols.DEFAULT_BATCH.get(args.network, 32)
-    args.kv_store = args.kv_store or ("device" if args.gpus else "local")
-    if args.batch_size <= 0 or args.num_epochs <= 0 or args.save_period <= 0:
-        parser.error("--batch-size, --num-epochs and --save-period must be positive")
-    if args.keep_last < 0 or args.keep_every < 0:
-        parser.error("--keep-last and --keep-every must be 0 or more")
-    if not args.benchmark and not args.data_train:
-        parser.error("--data-train is required (or --benchmark for synthetic data)")
+    batch_size = options["batch_size"] or symbols.DEFAULT_BATCH.get(options["network"], 32)
+    kv_store = options["kv_store"] or ("device" if options["gpus"] else "local")
     try:
-        check_positive("--lr", args.lr, zero=True)  # 0 freezes the weights (BN statistics still move)
-        args.contexts = devices.contexts(args.gpus)
-        check_devices(args.contexts, args.dtype)
-        args.arrangement = arrangement_policy.choose(args.arrangement, args.contexts, args.dtype)
-        check_launched(args.kv_store)
+        contexts = devices.contexts(options["gpus"])
+        check_devices(contexts, options["dtype"])
+        arrangement = arrangement_policy.choose(options["arrangement"], contexts, options["dtype"])
+        check_launched(kv_store)
     except ValueError as err:
         parser.error(str(err))
-    args.created_folders = []
-    if not args.benchmark:
-        try:
-            for path in (args.model_prefix, args.log_file):
-                args.created_folders += missing_folders(os.path.dirname(os.path.abspath(path))) if path else []
-            check_output_folder(os.path.dirname(os.path.abspath(args.model_prefix)), "--model-prefix", create=True)
-            if args.log_file:
-                check_output_folder(os.path.dirname(os.path.abspath(args.log_file)), "--log-file", create=True)
-        except UsageError as err:
-            parser.exit(1, "error: %s\n" % err)
-    return args
+    resolved = dict(options, num_classes=num_classes, batch_size=batch_size, kv_store=kv_store,
+                    arrangement=arrangement)
+    return resolved, {"name": variant_name(options["network"]), "config": config, "classes": classes,
+                      "contexts": tuple(contexts)}
+
+
+def output_folders(parser, options):
+    """Create the folders of --model-prefix and --log-file, checked writable; returns those it made, deepest
+    first (none with --benchmark, which writes nothing)."""
+    created = []
+    if options["benchmark"]:
+        return created
+    try:
+        for path in (options["model_prefix"], options["log_file"]):
+            created += missing_folders(os.path.dirname(os.path.abspath(path))) if path else []
+        check_output_folder(os.path.dirname(os.path.abspath(options["model_prefix"])), "--model-prefix", create=True)
+        if options["log_file"]:
+            check_output_folder(os.path.dirname(os.path.abspath(options["log_file"])), "--log-file", create=True)
+    except UsageError as err:
+        parser.exit(1, "error: %s\n" % err)
+    return created
 
 
 def missing_folders(path):
@@ -195,78 +258,79 @@ def recipe_flags(parser):
 RECIPE_FLAGS = recipe_flags(build_parser())
 
 
-def apply_recipe(args, given):
-    """Fill the recipe flags the command did not give from the resumed checkpoint's recipe, else from --recipe;
-    a given flag that contradicts the checkpoint's recipe raises RecipeError (unless --allow-recipe-change).
-    Sets ``args.base_recipe`` and ``args.recipe_notes`` (lines to log)."""
-    args.base_recipe, args.recipe_notes = None, []
-    if args.begin_epoch:
-        source = "%s-%04d" % (args.model_prefix, args.begin_epoch)
-        args.base_recipe = checkpoint.load_recipe(args.model_prefix, args.begin_epoch)
-        if args.base_recipe is None:
-            args.recipe_notes.append("%s has no recipe (written before recipes): the command's flags apply" % source)
-    elif args.recipe:
-        source, args.base_recipe = args.recipe, recipe.load(args.recipe)
-    if args.base_recipe is None:
-        return
-    values = {name: getattr(args, name) for name in RECIPE_FLAGS}
-    merged, changes = recipe.merge(values, given, args.base_recipe["flags"], source,
-                                   args.allow_recipe_change or not args.begin_epoch)
-    vars(args).update(merged)
-    args.recipe_notes += ["recipe of %s, changed: %s" % (source, change) for change in changes]
+def apply_recipe(options, given, begin_epoch):
+    """The recipe step: the recipe flags the command did not give, filled from the resumed checkpoint's recipe,
+    else from --recipe; a given flag that contradicts the checkpoint's recipe raises RecipeError (unless
+    --allow-recipe-change). Returns the options, the recipe (or None) and lines to log."""
+    notes = []
+    if begin_epoch:
+        source = "%s-%04d" % (options["model_prefix"], begin_epoch)
+        base_recipe = checkpoint.load_recipe(options["model_prefix"], begin_epoch)
+        if base_recipe is None:
+            notes.append("%s has no recipe (written before recipes): the command's flags apply" % source)
+    elif options["recipe"]:
+        source, base_recipe = options["recipe"], recipe.load(options["recipe"])
+    else:
+        base_recipe = None
+    if base_recipe is None:
+        return options, None, notes
+    values = {name: options[name] for name in RECIPE_FLAGS}
+    merged, changes = recipe.merge(values, given, base_recipe["flags"], source,
+                                   options["allow_recipe_change"] or not begin_epoch)
+    notes += ["recipe of %s, changed: %s" % (source, change) for change in changes]
+    return dict(options, **merged), base_recipe, notes
 
 
-def take_classes(args):
-    """Set --num-classes, when not given, from the training .rec's class list or labels (``packing.rec_classes``);
-    a given one that contradicts them is a UsageError naming both numbers. Returns the class table (or None)."""
-    if args.benchmark or not args.data_train:
-        args.num_classes = args.num_classes or 1000
-        return None
-    table, count, source = packing.rec_classes(args.data_train)
-    if args.num_classes is None:
-        args.num_classes = count
-    elif args.num_classes != count and (table is not None or args.num_classes < count):
-        raise UsageError("--num-classes %d contradicts %s (%d classes)" % (args.num_classes, source, count))
-    return table
+def take_classes(options):
+    """(--num-classes, the class table or None): when not given, from the training .rec's class list or labels
+    (``packing.rec_classes``); a given one that contradicts them is a UsageError naming both numbers."""
+    if options["benchmark"] or not options["data_train"]:
+        return options["num_classes"] or 1000, None
+    table, count, source = packing.rec_classes(options["data_train"])
+    num_classes = options["num_classes"]
+    if num_classes is not None and num_classes != count and (table is not None or num_classes < count):
+        raise UsageError("--num-classes %d contradicts %s (%d classes)" % (num_classes, source, count))
+    return count if num_classes is None else num_classes, table
 
 
-def resume_epoch(args):
+def resume_epoch(options):
     """The epoch to start from: 0, a given epoch, or the newest one under the prefix whose set is whole (--resume
-    auto; each newer one it passes over goes to ``args.resume_notes``). Refuses a prefix that another run holds, a
-    new run on a prefix that holds epochs (unless --overwrite) and an epoch without its optimizer state (unless
+    auto), and a line for each newer one it passes over. Refuses a prefix that another run holds, a new run on a
+    prefix that holds epochs (unless --overwrite) and an epoch without its optimizer state (unless
     --allow-momentum-reset)."""
-    prefix = args.model_prefix
+    prefix, resume = options["model_prefix"], options["resume"]
     run_lock.check_free(prefix)
     saved = checkpoint.available_epochs(prefix)
-    if args.overwrite and args.resume:
+    if options["overwrite"] and resume:
         raise UsageError("--overwrite starts a new run: it does not go with --resume")
-    if not args.resume:
-        if saved and not args.overwrite:
+    if not resume:
+        if saved and not options["overwrite"]:
             raise UsageError("--model-prefix %s already holds epochs %s of a run (newest %s): give --resume auto to "
                              "continue it, or another --model-prefix to start a new run (--overwrite deletes it)"
                              % (prefix, _epoch_list(saved), checkpoint.params_path(prefix, saved[-1])))
-        return 0
-    if args.resume == "auto":
+        return 0, []
+    if resume == "auto":
         candidates = saved[::-1]
     else:
         try:
-            candidates = [int(args.resume)]
+            candidates = [int(resume)]
         except ValueError:
-            raise UsageError("--resume: expected 'auto' or an epoch number, got %r" % args.resume) from None
+            raise UsageError("--resume: expected 'auto' or an epoch number, got %r" % resume) from None
         if candidates[0] not in saved and os.path.exists(checkpoint.params_path(prefix, candidates[0])):
             raise UsageError("--resume %d: the save of %s-%04d did not finish (it is not committed in %s)"
                              % (candidates[0], prefix, candidates[0], checkpoint.metrics_path(prefix)))
         if candidates[0] not in saved:
             raise checkpoint.missing_epoch(prefix, candidates[0])
+    notes = []
     for epoch in candidates:
         problem = checkpoint.resume_problem(prefix, epoch)
-        if problem is None or args.allow_momentum_reset:
-            return epoch
-        if args.resume != "auto" or epoch == candidates[-1]:
+        if problem is None or options["allow_momentum_reset"]:
+            return epoch, notes
+        if resume != "auto" or epoch == candidates[-1]:
             raise UsageError("--resume %s: cannot continue epoch %d with its momentum: %s; give "
-                             "--allow-momentum-reset to resume it with momentum zero" % (args.resume, epoch, problem))
-        args.resume_notes.append("--resume auto: skipping epoch %d: %s" % (epoch, problem))
-    return 0
+                             "--allow-momentum-reset to resume it with momentum zero" % (resume, epoch, problem))
+        notes.append("--resume auto: skipping epoch %d: %s" % (epoch, problem))
+    return 0, notes
 
 
 def _epoch_list(epochs):
@@ -303,34 +367,35 @@ def setup_logging(args, rank):
 
 
 def readable_data(args, kv, scratch, logger):
-    """Check the .rec files (labels, record heads, image signatures) and, with --bad-records skip, switch to copies
-    without the undecodable records; returns the reports of the skipped records."""
-    skipped = []
+    """The .rec files to read ({"data_train": path, "data_val": path}), checked (labels, record heads, image
+    signatures) and, with --bad-records skip, copies without the undecodable records; and the reports of the
+    skipped records."""
+    recs, skipped = {"data_train": args.data_train, "data_val": args.data_val}, []
     # every record head of the training set: once per job is enough, unless every worker must leave out the same
     # records; the validation set: only rank 0 validates
     check_train = args.data_train and not args.benchmark and (kv.rank == 0 or args.bad_records == "skip")
     check_val = bool(args.data_val) and not args.benchmark and kv.rank == 0
     for flag, check in (("data_val", check_val), ("data_train", check_train)):
         if check:
-            rec, reports = data.readable_rec(getattr(args, flag), args.num_classes, args.bad_records,
+            rec, reports = data.readable_rec(recs[flag], args.num_classes, args.bad_records,
                                              tempfile.mkdtemp(dir=scratch))
             for report in reports:
                 logger.warning("skipping %s", report)
-            setattr(args, flag, rec)
+            recs[flag] = rec
             skipped += reports
-    return skipped
+    return recs, skipped
 
 
-def training_batches(args, kv, ctx, data_shape):
-    """The training iterator (sharded over workers, equal batch count on each, every epoch a function of the seed,
-    the rank and the epoch) and its batches per epoch."""
+def training_batches(args, kv, ctx, data_shape, rec):
+    """The training iterator of ``rec`` (sharded over workers, equal batch count on each, every epoch a function of
+    the seed, the rank and the epoch) and its batches per epoch."""
     global_batch = args.batch_size * len(ctx)
     if args.benchmark:
         synthetic = mx.io.NDArrayIter(mx.nd.random.uniform(-2, 2, (global_batch,) + data_shape[1:]),
                                       mx.nd.zeros(global_batch), global_batch, label_name="softmax_label")
         return synthetic, 1
-    per_epoch = training_data.batches_per_epoch(data.num_records(args.data_train), kv.num_workers, global_batch)
-    batches = training_data.train_iter(args.data_train, global_batch, args.size, num_parts=kv.num_workers,
+    per_epoch = training_data.batches_per_epoch(data.num_records(rec), kv.num_workers, global_batch)
+    batches = training_data.train_iter(rec, global_batch, args.size, num_parts=kv.num_workers,
                               part_index=kv.rank, batches_per_epoch=per_epoch, threads=args.data_nthreads,
                               seed=args.seed, aug=args.aug, min_area=args.min_area,
                               max_area=args.max_area, aspect=tuple(args.aspect), hsl=tuple(args.hsl),
@@ -387,8 +452,42 @@ def end_on_error(error, name=None):
     os._exit(status)
 
 
+# Module.init_optimizer reads it: 0 keeps the optimizer on the workers, where its states can be saved
+OPTIMIZER_ENVIRONMENT = {"MXNET_UPDATE_ON_KVSTORE": "0"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """What the epochs of a run need, made by ``set_up``."""
+    module: object
+    train_batches: object
+    val_batches: object     # None where this worker does not validate
+    save: object            # save(epochs_done, summary): the checkpoint policy, for this module and recipe
+    policy: object          # the CheckpointPolicy
+    lr_of: object           # lr_of(epochs_done): the learning rate, for the epoch summaries
+    skipped: list           # reports of the records left out (--bad-records skip)
+
+
 def train(args, scratch, process):
-    """The training run; ``process["name"]`` is set to this worker's kvstore rank and host once known."""
+    """The training run: set up, then fit. ``process["name"]`` is set to this worker's kvstore rank and host once
+    known, ``process["lock"]`` to the prefix's lock once held."""
+    kv, logger = join_job(args, process)
+    run = set_up(args, kv, scratch, logger)
+    if args.benchmark:
+        benchmark(args, args.contexts, run.module, next(iter(run.train_batches)))
+        return
+    run.policy.begin(model_info(args), args.begin_epoch)
+    progress = Progress(enabled="dist" in args.kv_store)
+    fit_loop.fit(run.module, run.train_batches, run.val_batches, args.begin_epoch, args.num_epochs, run.save,
+                 args.disp_batches, lr_of=run.lr_of, logger=logger, progress=progress)
+    if run.skipped:
+        logger.warning("skipped %d undecodable records (--bad-records skip; each named above)", len(run.skipped))
+    progress.done()
+
+
+def join_job(args, process):
+    """This worker's kvstore and logger: its rank announced (dist), the prefix locked (rank 0), the log opened and
+    the configuration's notes logged."""
     kv = mx.kv.create(args.kv_store)
     if "dist" in args.kv_store:
         announce_rank(kv)
@@ -397,126 +496,116 @@ def train(args, scratch, process):
     if kv.rank == 0 and not args.benchmark:
         process["lock"] = run_lock.RunLock(args.model_prefix)
     logger = setup_logging(args, kv.rank)
-    for note in args.resume_notes + args.recipe_notes:
+    for note in args.notes:
         logger.info("%s", note)
+    return kv, logger
+
+
+def set_up(args, kv, scratch, logger):
+    """The graph, the prefix cleaned up, the data, the starting weights, the learning rate and recipe, and the
+    module bound with its optimizer."""
     ctx = args.contexts
     mx.random.seed(args.seed)  # every worker initialises identically
-    os.environ.setdefault("MXNET_UPDATE_ON_KVSTORE", "0")  # optimizer on the workers: its states can be saved
     data_shape = (args.batch_size * len(ctx), 3, args.size, args.size)
     arrangement = symbols.ARRANGEMENTS[args.arrangement]
     symbol = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.size, args.dtype,
                                 arrangement=arrangement)
     exact = symbols.get_symbol(args.config, args.num_classes, args.classifier, args.size)
-    begin_epoch = args.begin_epoch
-
-    if kv.rank == 0 and not args.benchmark:
-        removed = checkpoint.remove_stale_temporaries(args.model_prefix)
-        if removed:
-            logger.info("removed %d temporary files of interrupted checkpoint writes under %s", removed,
-                        args.model_prefix)
-        for epoch, paths in checkpoint.remove_uncommitted(args.model_prefix).items():
-            logger.info("removed the files of epoch %d, whose save did not finish: %s", epoch, ", ".join(paths))
-        deleted = checkpoint.remove_run(args.model_prefix) if args.overwrite else 0
-        if deleted:
-            logger.warning("--overwrite: deleted the %d files of the run under %s", deleted, args.model_prefix)
-    flags = {name: getattr(args, name) for name in RECIPE_FLAGS}  # the data paths as given, not skipping copies
-    skipped = readable_data(args, kv, scratch, logger)
-    train_batches, per_epoch = training_batches(args, kv, ctx, data_shape)
-    val_batches = (data.val_iter(args.data_val, data_shape[0], args.size, threads=args.data_nthreads)
+    policy = checkpoint_policy.CheckpointPolicy.from_options(args.options, writes=kv.rank == 0, logger=logger)
+    if not args.benchmark:
+        policy.clean_up(args.overwrite)
+    recs, skipped = readable_data(args, kv, scratch, logger)
+    train_batches, per_epoch = training_batches(args, kv, ctx, data_shape, recs["data_train"])
+    val_batches = (data.val_iter(recs["data_val"], data_shape[0], args.size, threads=args.data_nthreads)
                    if args.data_val and kv.rank == 0 and not args.benchmark else None)
-    arg_params, aux_params = initial_params(args, exact, data_shape, begin_epoch, logger)
+    arg_params, aux_params = initial_params(args, exact, data_shape, args.begin_epoch, logger)
 
-    global_batch = data_shape[0] * (kv.num_workers if "dist" in args.kv_store else 1)
-    if args.lr is None:
-        args.lr = REFERENCE_LR * global_batch / REFERENCE_BATCH
-    run_recipe = recipe.make(dict(flags, lr=args.lr), kv.num_workers, len(ctx))
-    check_world(args, run_recipe, logger)
-    base_lr = args.lr
+    base_lr, run_recipe = learning_rate(args, kv, len(ctx), logger)
     schedule = fit_loop.learning_rate_schedule(base_lr, per_epoch, args.lr_steps, args.lr_factor, args.warmup_epochs)
     logger.info("%s: %d classes, %dx%d, batch %d per device x %d devices x %d workers, lr %.5g, %d batches/epoch, "
                 "%s arrangement", args.name, args.num_classes, args.size, args.size, args.batch_size,
                 len(ctx), kv.num_workers, base_lr, per_epoch, args.arrangement)
+    module = bound_module(args, kv, symbol, arrangement, train_batches, (arg_params, aux_params),
+                          optimizer_settings(args, base_lr, per_epoch, schedule), logger)
+    return Training(module, train_batches, val_batches, functools.partial(policy.save, module, exact, run_recipe),
+                    policy, (lambda epochs: schedule(epochs * per_epoch)) if schedule else (lambda epochs: base_lr),
+                    skipped)
 
+
+def optimizer_settings(args, base_lr, per_epoch, schedule):
+    """SGD's parameters: the rate, momentum and weight decay, the update count of a resumed run, the schedule."""
+    optimizer_params = {"learning_rate": base_lr, "momentum": args.mom, "wd": args.wd,
+                        "begin_num_update": args.begin_epoch * per_epoch, "multi_precision": args.dtype == "float16"}
+    if schedule is not None:
+        optimizer_params["lr_scheduler"] = schedule
+    return optimizer_params
+
+
+def bound_module(args, kv, symbol, arrangement, train_batches, params, optimizer_params, logger):
+    """The Module of ``symbol``: bound, initialised from ``params`` (arg, aux; the initializer for what they lack)
+    and with its SGD optimizer, whose state comes from the resumed epoch's .states where it is kept."""
+    ctx = list(args.contexts)
     module = mx.mod.Module(symbol, context=ctx, logger=logger)
     with arrangement_policy.bind_settings(arrangement):
         module.bind(data_shapes=train_batches.provide_data, label_shapes=train_batches.provide_label)
     module.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2),
-                       arg_params=arg_params, aux_params=aux_params, allow_missing=True)
-    optimizer_params = {"learning_rate": base_lr, "momentum": args.mom, "wd": args.wd,
-                        "begin_num_update": begin_epoch * per_epoch, "multi_precision": args.dtype == "float16"}
-    if schedule is not None:
-        optimizer_params["lr_scheduler"] = schedule
-    module.init_optimizer(kvstore=kv if "dist" in args.kv_store or len(ctx) > 1 else None, optimizer="sgd",
-                          optimizer_params=optimizer_params)
-    if begin_epoch:
-        states = checkpoint.states_path(args.model_prefix, begin_epoch)
+                       arg_params=params[0], aux_params=params[1], allow_missing=True)
+    with environment.defaults(OPTIMIZER_ENVIRONMENT):
+        module.init_optimizer(kvstore=kv if "dist" in args.kv_store or len(ctx) > 1 else None, optimizer="sgd",
+                              optimizer_params=optimizer_params)
+    if args.begin_epoch:
+        states = checkpoint.states_path(args.model_prefix, args.begin_epoch)
         if os.path.isfile(states):
             module.load_optimizer_states(states)
         else:
             logger.warning("%s not found (not kept by the retention): the momentum starts from zero", states)
+    return module
 
-    if args.benchmark:
-        benchmark(args, ctx, module, next(iter(train_batches)))
-        return
 
-    def save(epochs_done, summary):
-        if kv.rank != 0:
-            return
-        if epochs_done % args.save_period and epochs_done != args.num_epochs:
-            checkpoint.write_metrics(args.model_prefix, summary)
-            return
-        arg, aux = module.get_params()
-        checkpoint.save(args.model_prefix, epochs_done, exact,
-                        checkpoint.float32_params(arg, fit_loop.master_weights(module)),
-                        checkpoint.float32_params(aux), module.save_optimizer_states,
-                        recipe=dict(run_recipe, epoch=epochs_done), metrics=summary)
-        logger.info("saved %s", checkpoint.params_path(args.model_prefix, epochs_done))
-        for path in checkpoint.apply_retention(args.model_prefix, args.keep_last, args.keep_every):
-            logger.info("retention: deleted %s", path)
-
-    if kv.rank == 0:
-        os.makedirs(os.path.dirname(os.path.abspath(args.model_prefix)), exist_ok=True)
-        checkpoint.save_model_info(args.model_prefix, {
-            "network": args.network if args.network in symbols.VARIANTS else args.config.to_json(),
+def model_info(args):
+    """What the prefix's P-model.json says of the network (``checkpoint.save_model_info``)."""
+    return {"network": args.network if args.network in symbols.VARIANTS else args.config.to_json(),
             "num_classes": args.num_classes,
             "classifier": args.classifier or symbols.default_classifier(args.config, args.num_classes),
-            "image_size": args.size, **({"classes": args.classes} if args.classes else {})})
-        checkpoint.write_metrics(args.model_prefix, through=begin_epoch)  # a resumed run replaces what followed
-    progress = Progress(enabled="dist" in args.kv_store)
-    fit_loop.fit(module, train_batches, val_batches, begin_epoch, args.num_epochs, save, args.disp_batches,
-                 lr_of=(lambda epochs: schedule(epochs * per_epoch)) if schedule else (lambda epochs: base_lr),
-                 logger=logger, progress=progress)
-    if skipped:
-        logger.warning("skipped %d undecodable records (--bad-records skip; each named above)", len(skipped))
-    progress.done()
+            "image_size": args.size, **({"classes": args.classes} if args.classes else {})}
 
 
-def check_world(args, run_recipe, logger):
-    """The resumed checkpoint's world size and devices per worker against this run's (a change alters the global
-    batch and the data shards): a UsageError, or with --allow-recipe-change one line with the new global batch and
-    learning rate. The recipe's learning rate, unless the command changes it, follows the global batch linearly
-    (in ``args.lr`` and ``run_recipe``)."""
+def learning_rate(args, kv, device_count, logger):
+    """The base learning rate and the run's recipe: --lr (or the recipe's), else 0.316 per 1280 images of the
+    global batch; for a resumed run whose world changed, as ``check_world`` says."""
+    global_batch = args.batch_size * device_count * (kv.num_workers if "dist" in args.kv_store else 1)
+    lr = args.lr if args.lr is not None else REFERENCE_LR * global_batch / REFERENCE_BATCH
+    lr = check_world(args, {"world_size": kv.num_workers, "devices": device_count}, lr, logger)
+    return lr, recipe.make(dict(args.recipe_flags(), lr=lr), kv.num_workers, device_count)
+
+
+def check_world(args, world, lr, logger):
+    """The resumed checkpoint's world size and devices per worker against this run's ``world`` (a change alters
+    the global batch and the data shards): a UsageError, or with --allow-recipe-change one line with the new global
+    batch and learning rate. Returns the learning rate: ``lr``, or, when it is the recipe's (the command does not
+    change it), ``lr`` scaled linearly with the global batch."""
     if not args.begin_epoch or args.base_recipe is None:
-        return
+        return lr
     changes = []
     for key in ("world_size", "devices"):
-        old, new = args.base_recipe.get(key), run_recipe[key]
+        old, new = args.base_recipe.get(key), world[key]
         if old is not None and old != new:
             if not args.allow_recipe_change:
                 raise UsageError("%s %d differs from the recipe of %s-%04d (%s %d); give "
-                                         "--allow-recipe-change to change it"
-                                         % (key, new, args.model_prefix, args.begin_epoch, key, old))
+                                 "--allow-recipe-change to change it"
+                                 % (key, new, args.model_prefix, args.begin_epoch, key, old))
             changes.append("%s: %d -> %d" % (key, old, new))
     if not changes:
-        return
-    old_batch, new_batch = (args.batch_size * world["world_size"] * world["devices"]
-                            for world in (dict(run_recipe, **args.base_recipe), run_recipe))
-    old_lr = args.lr
-    if args.lr == args.base_recipe["flags"].get("lr"):
-        args.lr = run_recipe["flags"]["lr"] = float("%.6g" % (old_lr * new_batch / old_batch))
+        return lr
+    old_batch, new_batch = (args.batch_size * each["world_size"] * each["devices"]
+                            for each in (dict(world, **args.base_recipe), world))
+    new_lr = lr
+    if lr == args.base_recipe["flags"].get("lr"):
+        new_lr = float("%.6g" % (lr * new_batch / old_batch))
     logger.info("recipe of %s-%04d, changed: %s: global batch %d -> %d, learning rate %.5g -> %.5g%s",
-                args.model_prefix, args.begin_epoch, ", ".join(changes), old_batch, new_batch, old_lr, args.lr,
-                " (linear rule)" if args.lr != old_lr else " (as given)")
+                args.model_prefix, args.begin_epoch, ", ".join(changes), old_batch, new_batch, lr, new_lr,
+                " (linear rule)" if new_lr != lr else " (as given)")
+    return new_lr
 
 
 def benchmark(args, ctx, module, batch):
