@@ -110,7 +110,11 @@ def test_a_second_run_on_the_prefix_is_refused_at_once(tmp_path, digits_rec):
     epochs = checkpoint.available_epochs(str(prefix))
     assert all(json.load(open(checkpoint.recipe_path(str(prefix), e)))["flags"]["seed"] == 1 for e in epochs)
     log = (tmp_path / "p-train.log").read_text()
-    assert log.count("epoch-summary") == len(checkpoint.read_metrics(checkpoint.metrics_path(str(prefix)))) > 0
+    committed = [line["epoch"] for line in checkpoint.read_metrics(checkpoint.metrics_path(str(prefix)))]
+    logged = [json.loads(line.split("epoch-summary ", 1)[1])["epoch"] for line in log.splitlines()
+              if "epoch-summary " in line]
+    # the first run's epochs alone, each logged once it is committed (Ctrl-C may fall between the two)
+    assert committed and logged == committed[:len(logged)] and len(logged) >= len(committed) - 1
     assert log.count(" INFO dpn-custom: 10 classes") == 1  # one run started
     assert not (tmp_path / "p.lock").exists()
 
