@@ -35,7 +35,7 @@ lint: setup
 
 # In TEST_PROCESSES pytest processes, one test file each at a time (much of the suite waits on stall timeouts, ssh
 #   and simulated hosts); TEST_PROCESSES=0 runs it in this process alone.
-TEST_PROCESSES ?= 2
+TEST_PROCESSES ?= 3
 test: lint
 	$(PY) -m pytest -q --durations=15 $(if $(filter-out 0,$(TEST_PROCESSES)),-n $(TEST_PROCESSES) --dist loadfile) tests
 

@@ -22,3 +22,12 @@ def reference():
             pytest.fail(message)
         pytest.skip(message)
     return REFERENCE
+
+
+# Test files that spend most of their time waiting (stall timeouts, ssh keepalives, simulated hosts) go first, so
+# that in `make test`'s parallel pytest processes their waits overlap the files that keep the CPUs busy.
+WAITING_FILES = ("test_cluster.py", "test_stalls.py", "test_nothing_lost.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name not in WAITING_FILES)
