@@ -393,7 +393,7 @@ def test_every_entry_point_refuses_abbreviated_flags():
     parser.add_argument("--model-prefix")
     with pytest.raises(SystemExit):
         parser.parse_args(["--model", "m"])
-    sources = [p for folder in ("train", "test", "tools") for p in (REPO / folder).glob("*.py")]
+    sources = [p for folder in ("train", "test", "tools") for p in (REPO / folder).rglob("*.py")]
     parsers = 0
     for path in sources:
         for node in ast.walk(ast.parse(path.read_text())):
