@@ -33,11 +33,12 @@ cluster-demo: setup
 lint: setup
 	$(abspath $(VENV))/bin/lint-imports
 
-# In TEST_PROCESSES pytest processes, one test file each at a time (much of the suite waits on stall timeouts, ssh
-#   and simulated hosts); TEST_PROCESSES=0 runs it in this process alone.
+# In TEST_PROCESSES pytest processes, one test file each at a time and one OpenMP thread each (much of the suite
+#   waits on stall timeouts, ssh and simulated hosts); TEST_PROCESSES=0 runs it in this process alone.
 TEST_PROCESSES ?= 3
 test: lint
-	$(PY) -m pytest -q --durations=15 $(if $(filter-out 0,$(TEST_PROCESSES)),-n $(TEST_PROCESSES) --dist loadfile) tests
+	$(if $(filter-out 0,$(TEST_PROCESSES)),OMP_NUM_THREADS=1) $(PY) -m pytest -q --durations=15 \
+	    $(if $(filter-out 0,$(TEST_PROCESSES)),-n $(TEST_PROCESSES) --dist loadfile) tests
 
 # Defects planted one at a time in a temporary copy, each against its own tests (tools/dev/mutation_check.py --list);
 #   exit 1 if a defect goes unnoticed. MUTATION_ARGS="--only NAME ... --baseline" (see -h).
