@@ -18,6 +18,7 @@ import symbols
 from dpn_mxnet import arrangement_policy, benchmarking, checkpoint_policy, cli, environment, packing, recipe, run_lock
 from dpn_mxnet.checks import (DataError, UsageError, check_devices, check_launched, check_output_folder,
                               check_positive, describe_error)
+from dpn_mxnet.data import spec as augmentation
 from dpn_mxnet.launcher.progress import Progress
 from dpn_mxnet.launcher.supervisor import INPUT_ERROR_STATUS, announce_rank
 
@@ -55,13 +56,7 @@ def build_parser():
     io.add_argument("--aug", default="stock", choices=cli.AUGMENTATIONS,
                     help="stock: MXNet's ImageRecordIter augmenters; fork: the crop geometry of the authors' fork "
                          "(see docs/augmentation.md)")
-    io.add_argument("--min-area", type=float, default=0.08, help="smallest random crop, fraction of the area")
-    io.add_argument("--max-area", type=float, default=1.0, help="largest random crop, fraction of the area")
-    io.add_argument("--aspect", type=float, nargs=2, default=(0.75, 4 / 3), metavar=("MIN", "MAX"),
-                    help="random crop aspect ratio range")
-    io.add_argument("--hsl", type=int, nargs=3, default=(20, 40, 50), metavar=("H", "S", "L"),
-                    help="random HSL jitter bounds")
-    io.add_argument("--no-mirror", action="store_true", help="disable random horizontal flips")
+    augmentation.add_arguments(io)
 
     run = parser.add_argument_group("training")
     cli.add_gpus(run)
@@ -395,11 +390,9 @@ def training_batches(args, kv, ctx, data_shape, rec):
                                       mx.nd.zeros(global_batch), global_batch, label_name="softmax_label")
         return synthetic, 1
     per_epoch = training_data.batches_per_epoch(data.num_records(rec), kv.num_workers, global_batch)
-    batches = training_data.train_iter(rec, global_batch, args.size, num_parts=kv.num_workers,
-                              part_index=kv.rank, batches_per_epoch=per_epoch, threads=args.data_nthreads,
-                              seed=args.seed, aug=args.aug, min_area=args.min_area,
-                              max_area=args.max_area, aspect=tuple(args.aspect), hsl=tuple(args.hsl),
-                              mirror=not args.no_mirror)
+    batches = training_data.train_iter(rec, global_batch, args.size, num_parts=kv.num_workers, part_index=kv.rank,
+                                       batches_per_epoch=per_epoch, threads=args.data_nthreads, seed=args.seed,
+                                       aug=args.aug, **augmentation.from_options(args))
     return batches, per_epoch
 
 

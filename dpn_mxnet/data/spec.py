@@ -49,3 +49,20 @@ class Augmentation:
             raise DataError("aspect must be (min, max) with 0 < min <= max, got %s" % (self.aspect,))
         if len(self.hsl) != 3 or min(self.hsl) < 0:
             raise DataError("hsl must be three non-negative bounds (H, S, L), got %s" % (self.hsl,))
+
+
+def add_arguments(group):
+    """The augmentation's command-line flags, with the defaults above (train_imagenet.py's data group)."""
+    group.add_argument("--min-area", type=float, default=MIN_AREA, help="smallest random crop, fraction of the area")
+    group.add_argument("--max-area", type=float, default=MAX_AREA, help="largest random crop, fraction of the area")
+    group.add_argument("--aspect", type=float, nargs=2, default=ASPECT, metavar=("MIN", "MAX"),
+                       help="random crop aspect ratio range")
+    group.add_argument("--hsl", type=int, nargs=3, default=HSL, metavar=("H", "S", "L"),
+                       help="random HSL jitter bounds")
+    group.add_argument("--no-mirror", action="store_true", help="disable random horizontal flips")
+
+
+def from_options(options):
+    """The ``Augmentation`` fields (all but the image size) that the flags of ``add_arguments`` set."""
+    return {"min_area": options.min_area, "max_area": options.max_area, "aspect": tuple(options.aspect),
+            "hsl": tuple(options.hsl), "mirror": not options.no_mirror}
