@@ -24,10 +24,11 @@ def reference():
     return REFERENCE
 
 
-# Test files that spend most of their time waiting (stall timeouts, ssh keepalives, simulated hosts) go first, so
-# that in `make test`'s parallel pytest processes their waits overlap the files that keep the CPUs busy.
-WAITING_FILES = ("test_cluster.py", "test_stalls.py", "test_nothing_lost.py")
+# The longest test files go first, so that `make test`'s parallel pytest processes do not end on one of them alone;
+# the first two spend most of their time waiting (stall timeouts, ssh keepalives, simulated hosts), which the other
+# processes' work then fills.
+LONGEST_FILES = ("test_cluster.py", "test_stalls.py", "test_nothing_lost.py")
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.path.name not in WAITING_FILES)
+    items.sort(key=lambda item: item.path.name not in LONGEST_FILES)
